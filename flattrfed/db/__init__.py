@@ -1,0 +1,1 @@
+"""Database layer: models, column types, engines and migrations (no business rules)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way a flattrfed schema is made or changed."""

@@ -1,0 +1,1 @@
+"""Test harness: real instances on loopback ports, their databases, the test resolver."""

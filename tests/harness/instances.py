@@ -1,0 +1,122 @@
+"""Starts real flattrfed instances on loopback ports, named like alpha.test, for one test."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from flattrfed.app import create_app
+from flattrfed.clock import ManualClock
+from flattrfed.config import Settings, load_settings
+from flattrfed.context import SERVICES, Services
+from tests.harness.databases import DatabaseFactory
+from tests.harness.resolver import LoopbackResolver
+
+
+@dataclass
+class Instance:
+    """One running instance: its app, its settings and services, and where it listens."""
+
+    name: str
+    host: str
+    settings: Settings
+    app: web.Application
+    runner: web.AppRunner
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def run_worker(self) -> int:
+        """Run this instance's due work until none is left; returns how many rows ran."""
+        return await self.services.worker.run_until_idle()
+
+
+@dataclass
+class Federation:
+    """The instances of one test, sharing one clock and one resolver."""
+
+    clock: ManualClock
+    databases: DatabaseFactory
+    workdir: Path
+    resolver: LoopbackResolver = field(default_factory=LoopbackResolver)
+    instances: dict[str, Instance] = field(default_factory=dict)
+    _clients: list[aiohttp.ClientSession] = field(default_factory=list)
+
+    async def start(self, name: str, **overrides: Any) -> Instance:
+        """Start instance `name` (reachable as http://NAME.test:PORT) with setting overrides."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        host_name = f"{name}.test"
+        self.resolver.add(host_name)
+        data_dir = self.workdir / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        environ: dict[str, str] = {
+            "FLATTRFED_BASE_URL": f"http://{host_name}:{port}",
+            "FLATTRFED_ALLOW_HTTP": "1",
+            "FLATTRFED_DATA_DIR": str(data_dir),
+            "FLATTRFED_DATABASE_URL": await self.databases.new_database(name),
+            "FLATTRFED_ALLOWED_PRIVATE_ADDRESSES": "127.0.0.0/8",
+            "FLATTRFED_WORKER_IN_PROCESS": "0",
+            "FLATTRFED_INSTANCE_NAME": name,
+        }
+        environ.update(_environ_overrides(overrides))
+        settings = load_settings(environ)
+        app = create_app(settings, clock=self.clock, resolver=self.resolver)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        instance = Instance(name, f"{host_name}:{port}", settings, app, runner)
+        self.instances[name] = instance
+        return instance
+
+    def client(self) -> aiohttp.ClientSession:
+        """A plain HTTP client that resolves the federation's names (closed with the federation)."""
+        connector = aiohttp.TCPConnector(resolver=self.resolver, force_close=True)
+        session = aiohttp.ClientSession(connector=connector)
+        self._clients.append(session)
+        return session
+
+    async def step_workers(self, max_rounds: int = 100) -> int:
+        """Run every instance's worker until a whole round finds nothing due anywhere."""
+        total = 0
+        for _ in range(max_rounds):
+            ran = 0
+            for instance in self.instances.values():
+                ran += await instance.run_worker()
+            if ran == 0:
+                return total
+            total += ran
+        raise RuntimeError(f"workers still busy after {max_rounds} rounds")
+
+    async def close(self) -> None:
+        for session in self._clients:
+            await session.close()
+        for instance in self.instances.values():
+            await instance.runner.cleanup()
+
+
+def _environ_overrides(overrides: Mapping[str, Any]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in overrides.items():
+        name = key if key.startswith("FLATTRFED_") else f"FLATTRFED_{key.upper()}"
+        if isinstance(value, bool):
+            result[name] = "1" if value else "0"
+        else:
+            result[name] = str(value)
+    return result
