@@ -11,16 +11,48 @@ import jinja2
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
+from flattrfed import __version__
+from flattrfed.activitypub import endpoints, inbox, signatures
+from flattrfed.activitypub.actors import ensure_instance_actor, signing_key
+from flattrfed.activitypub.client import FederationClient, Signer
+from flattrfed.activitypub.delivery import DELIVER_KIND, Deliverer
+from flattrfed.activitypub.dispatch import Dispatcher
+from flattrfed.activitypub.handlers import ProtocolHandlers
+from flattrfed.activitypub.keys import KeyResolver
+from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock, SystemClock
 from flattrfed.config import Settings
 from flattrfed.context import SERVICES, Services
 from flattrfed.db.migrate import ensure_schema_current
 from flattrfed.db.session import Database
+from flattrfed.flattring.receiving import LikeReceiver
 from flattrfed.paths import STATIC_DIR, TEMPLATES_DIR
-from flattrfed.web import pages
+from flattrfed.web import pages, profiles
 from flattrfed.worker import Worker
 
 log = logging.getLogger(__name__)
+
+
+class InstanceSigner:
+    """The instance actor's key, loaded once: it signs our fetches (authorized-fetch peers)."""
+
+    def __init__(self, database: Database, urls: LocalUrls, clock: Clock) -> None:
+        self.database = database
+        self.urls = urls
+        self.clock = clock
+        self._signer: Signer | None = None
+
+    async def __call__(self) -> Signer:
+        if self._signer is None:
+            async with self.database.transaction() as session:
+                actor = await ensure_instance_actor(session, self.urls, self.clock.now())
+                key = await signing_key(session, self.urls, actor)
+            private_key = signatures.load_private_key_pem(key.private_key_pem)
+            self._signer = Signer(key.key_id, private_key)
+        return self._signer
+
+    def forget(self) -> None:
+        self._signer = None
 
 
 def create_app(
@@ -33,12 +65,41 @@ def create_app(
     """One flattrfed instance as an aiohttp application (not yet listening)."""
     clock = clock or SystemClock()
     database = database or Database(settings.database_url)
-    worker = Worker(database, clock, {})
+    urls = LocalUrls(settings.base_url)
+    client = FederationClient(
+        allowed_networks=settings.allowed_private_addresses,
+        allow_http=settings.allow_http,
+        clock=clock,
+        resolver=resolver,
+        user_agent=f"flattrfed/{__version__} (+{settings.base_url}/)",
+    )
+    instance_signer = InstanceSigner(database, urls, clock)
+    keys = KeyResolver(database, client, instance_signer, clock, allow_http=settings.allow_http)
+    dispatcher = Dispatcher(database, clock)
+    protocol = ProtocolHandlers(database, clock, urls, keys, allow_http=settings.allow_http)
+    protocol.register(dispatcher)
+    likes = LikeReceiver(database, clock, urls)
+    likes.register(dispatcher)
+    protocol.undo_reference_fallback = likes.on_undo_reference
+    deliverer = Deliverer(database, client, clock, urls, allow_http=settings.allow_http)
+
+    worker = Worker(
+        database,
+        clock,
+        {inbox.INBOUND_KIND: dispatcher.handle, DELIVER_KIND: deliverer.handle},
+    )
     services = Services(
-        settings=settings, database=database, clock=clock, worker=worker, resolver=resolver
+        settings=settings,
+        database=database,
+        clock=clock,
+        worker=worker,
+        urls=urls,
+        client=client,
+        keys=keys,
+        dispatcher=dispatcher,
     )
 
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=inbox.MAX_BODY_BYTES)
     app[SERVICES] = services
     aiohttp_jinja2.setup(
         app,
@@ -46,23 +107,27 @@ def create_app(
         autoescape=jinja2.select_autoescape(default=True),
     )
     app.router.add_routes(pages.routes)
+    app.router.add_routes(profiles.routes)
+    app.router.add_routes(endpoints.routes)
+    app.router.add_routes(inbox.routes)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, name="static")
 
-    app.cleanup_ctx.append(_lifecycle)
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await ensure_schema_current(database.engine)
+        async with database.transaction() as session:
+            await ensure_instance_actor(session, urls, clock.now())
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        if settings.worker_in_process:
+            task = asyncio.create_task(worker.run_forever(stop), name="flattrfed-worker")
+        log.info("instance started", extra={"base_url": settings.base_url})
+        yield
+        stop.set()
+        if task is not None:
+            await task
+        await client.close()
+        await database.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
     return app
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    services = app[SERVICES]
-    await ensure_schema_current(services.database.engine)
-    stop = asyncio.Event()
-    task: asyncio.Task[None] | None = None
-    if services.settings.worker_in_process:
-        task = asyncio.create_task(services.worker.run_forever(stop), name="flattrfed-worker")
-    log.info("instance started", extra={"base_url": services.settings.base_url})
-    yield
-    stop.set()
-    if task is not None:
-        await task
-    await services.database.dispose()

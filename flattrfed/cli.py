@@ -124,47 +124,6 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
-    from flattrfed.clock import SystemClock
-    from flattrfed.flattring.members import MemberError, create_member
-
-    generated = False
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    elif sys.stdin.isatty():
-        password = getpass.getpass(f"password for {args.username}: ")
-    else:
-        password = secrets.token_urlsafe(15)
-        generated = True
-
-    async def run(database: Any) -> int:
-        await ensure_schema_current(database.engine)
-        async with database.transaction() as session:
-            member = await create_member(
-                session,
-                username=args.username,
-                password=password,
-                is_admin=True,
-                now=SystemClock().now(),
-            )
-            return int(member.id)
-
-    try:
-        member_id = asyncio.run(_with_database(settings, run))
-    except MemberError as error:
-        raise CommandError(str(error)) from None
-    result: dict[str, Any] = {"id": member_id, "username": args.username, "admin": True}
-    if generated:
-        result["password"] = password
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"admin {args.username} created")
-        if generated:
-            print(f"generated password (shown once): {password}")
-    return 0
-
-
 def cmd_config_show(settings: Settings, args: argparse.Namespace) -> int:
     shown = {
         "base_url": settings.base_url,
@@ -180,6 +139,249 @@ def cmd_config_show(settings: Settings, args: argparse.Namespace) -> int:
         "worker_in_process": settings.worker_in_process,
     }
     _print_json(shown)
+    return 0
+
+
+async def _instance_context(settings: Settings, database: Any) -> Any:
+    from flattrfed.activitypub.urls import LocalUrls
+
+    await ensure_schema_current(database.engine)
+    return LocalUrls(settings.base_url)
+
+
+def cmd_member_create(settings: Settings, args: argparse.Namespace) -> int:
+    return _create_member(settings, args, is_admin=args.admin)
+
+
+def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
+    return _create_member(settings, args, is_admin=True)
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {args.username}: "), False
+    return secrets.token_urlsafe(15), True
+
+
+def _create_member(settings: Settings, args: argparse.Namespace, *, is_admin: bool) -> int:
+    from flattrfed.clock import SystemClock
+    from flattrfed.flattring.members import MemberError, create_member
+
+    password, generated = _read_password(args)
+
+    async def run(database: Any) -> int:
+        await ensure_schema_current(database.engine)
+        async with database.transaction() as session:
+            member = await create_member(
+                session,
+                username=args.username,
+                password=password,
+                is_admin=is_admin,
+                now=SystemClock().now(),
+            )
+            return int(member.id)
+
+    try:
+        member_id = asyncio.run(_with_database(settings, run))
+    except MemberError as error:
+        raise CommandError(str(error)) from None
+    result: dict[str, Any] = {
+        "id": member_id,
+        "username": args.username,
+        "admin": is_admin,
+        "actor": f"{settings.base_url}/users/{args.username}",
+    }
+    if generated:
+        result["password"] = password
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{'admin' if is_admin else 'member'} {args.username} created")
+        if generated:
+            print(f"generated password (shown once): {password}")
+    return 0
+
+
+def cmd_thing_create(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from flattrfed.clock import SystemClock
+    from flattrfed.db.models import Member
+    from flattrfed.flattring.things import ThingError, create_thing
+
+    async def run(database: Any) -> dict[str, Any]:
+        urls = await _instance_context(settings, database)
+        async with database.transaction() as session:
+            owner = await session.scalar(select(Member).where(Member.username == args.owner))
+            if owner is None:
+                raise CommandError(f"no member named {args.owner!r}")
+            thing = await create_thing(
+                session,
+                owner=owner,
+                handle=args.handle,
+                title=args.title,
+                description=args.description,
+                external_url=args.url,
+                now=SystemClock().now(),
+            )
+            return {
+                "id": thing.id,
+                "handle": args.handle,
+                "actor": urls.actor("thing", args.handle),
+            }
+
+    try:
+        result = asyncio.run(_with_database(settings, run))
+    except ThingError as error:
+        raise CommandError(str(error)) from None
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"thing {args.handle} created: {result['actor']}")
+    return 0
+
+
+def cmd_thing_post(settings: Settings, args: argparse.Namespace) -> int:
+    from flattrfed.activitypub.actors import find_local_actor
+    from flattrfed.activitypub.outbox import publish_post
+    from flattrfed.clock import SystemClock
+
+    async def run(database: Any) -> dict[str, Any]:
+        urls = await _instance_context(settings, database)
+        async with database.transaction() as session:
+            actor = await find_local_actor(session, kind="thing", username=args.thing)
+            if actor is None:
+                raise CommandError(f"no thing with the handle {args.thing!r}")
+            try:
+                post = await publish_post(session, urls, actor, args.text, SystemClock().now())
+            except ValueError as error:
+                raise CommandError(str(error)) from None
+            return {"id": post.uri, "thing": urls.actor("thing", args.thing)}
+
+    result = asyncio.run(_with_database(settings, run))
+    if args.json:
+        _print_json(result)
+    else:
+        print(result["id"])
+    return 0
+
+
+def cmd_actor_rotate_key(settings: Settings, args: argparse.Namespace) -> int:
+    from flattrfed.activitypub.actors import find_local_actor
+    from flattrfed.activitypub.outbox import rotate_actor_key
+    from flattrfed.clock import SystemClock
+
+    async def run(database: Any) -> dict[str, Any]:
+        urls = await _instance_context(settings, database)
+        async with database.transaction() as session:
+            actor = await find_local_actor(session, username=args.handle)
+            if actor is None:
+                raise CommandError(f"no actor with the handle {args.handle!r}")
+            queued = await rotate_actor_key(session, urls, actor, SystemClock().now())
+            return {"actor": urls.actor(actor.kind, actor.username), "updates_queued": queued}
+
+    result = asyncio.run(_with_database(settings, run))
+    if args.json:
+        _print_json(result)
+    else:
+        queued = result["updates_queued"]
+        print(f"key rotated for {result['actor']}; Update queued to {queued} inboxes")
+    return 0
+
+
+def cmd_domain(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from flattrfed.activitypub.hosts import block_domain, unblock_domain
+    from flattrfed.clock import SystemClock
+    from flattrfed.db.models import DomainBlock
+
+    async def run(database: Any) -> Any:
+        await ensure_schema_current(database.engine)
+        async with database.transaction() as session:
+            if args.domain_command == "block":
+                await block_domain(session, args.domain, args.reason, SystemClock().now())
+                return {"blocked": args.domain.lower()}
+            if args.domain_command == "unblock":
+                return {
+                    "unblocked": args.domain.lower(),
+                    "was_blocked": await unblock_domain(session, args.domain),
+                }
+            rows = (await session.scalars(select(DomainBlock).order_by(DomainBlock.domain))).all()
+            return [
+                {"domain": row.domain, "reason": row.reason, "since": row.created_at}
+                for row in rows
+            ]
+
+    result = asyncio.run(_with_database(settings, run))
+    if args.json or isinstance(result, dict):
+        _print_json(result)
+    else:
+        for row in result:
+            print(f"{row['domain']}\t{row['reason']}")
+    return 0
+
+
+def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from flattrfed.activitypub.delivery import DELIVER_KIND
+    from flattrfed.db.models import FederationHost, WorkItem
+
+    async def run(database: Any) -> dict[str, Any]:
+        await ensure_schema_current(database.engine)
+        async with database.sessions() as session:
+            query = select(WorkItem).where(WorkItem.kind == DELIVER_KIND)
+            if not args.all:
+                query = query.where(WorkItem.last_error.is_not(None))
+            items = (
+                await session.scalars(query.order_by(WorkItem.id.desc()).limit(args.limit))
+            ).all()
+            hosts = (
+                await session.scalars(select(FederationHost).order_by(FederationHost.host))
+            ).all()
+        return {
+            "deliveries": [
+                {
+                    "id": item.id,
+                    "inbox": item.payload.get("inbox"),
+                    "activity": item.payload.get("activity", {}).get("id"),
+                    "state": item.state,
+                    "attempts": item.attempts,
+                    "next_attempt": item.run_after if item.state == "pending" else None,
+                    "last_error": item.last_error,
+                }
+                for item in items
+            ],
+            "hosts": [
+                {
+                    "host": host.host,
+                    "failure_days": host.failure_days,
+                    "unavailable_since": host.unavailable_since,
+                    "last_error": host.last_error,
+                }
+                for host in hosts
+            ],
+        }
+
+    result = asyncio.run(_with_database(settings, run))
+    if args.json:
+        _print_json(result)
+    else:
+        for item in result["deliveries"]:
+            fields = [item["id"], item["state"], item["attempts"], item["inbox"]]
+            print("\t".join(str(field) for field in [*fields, item["last_error"] or ""]))
+        for host in result["hosts"]:
+            status = (
+                f"unavailable since {host['unavailable_since']}"
+                if host["unavailable_since"]
+                else "failing"
+            )
+            print(
+                f"host {host['host']}: {status} ({host['failure_days']} days): {host['last_error']}"
+            )
     return 0
 
 
@@ -221,6 +423,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=cmd_admin_create)
+
+    member = commands.add_parser("member", help="member accounts").add_subparsers(
+        dest="member_command", required=True, metavar="ACTION"
+    )
+    member_create = member.add_parser("create", help="create a member account")
+    member_create.add_argument("username")
+    member_create.add_argument("--admin", action="store_true", help="make an administrator")
+    member_create.add_argument("--password-stdin", action="store_true")
+    member_create.add_argument("--json", action="store_true")
+    member_create.set_defaults(handler=cmd_member_create)
+
+    thing = commands.add_parser("thing", help="things (creator works)").add_subparsers(
+        dest="thing_command", required=True, metavar="ACTION"
+    )
+    thing_create = thing.add_parser("create", help="create a thing owned by a member")
+    thing_create.add_argument("owner", help="the owning member's username")
+    thing_create.add_argument("handle", help="the thing's handle (acct:HANDLE@host)")
+    thing_create.add_argument("--title", required=True)
+    thing_create.add_argument("--description", default="")
+    thing_create.add_argument("--url", default=None, help="the work's own web address")
+    thing_create.add_argument("--json", action="store_true")
+    thing_create.set_defaults(handler=cmd_thing_create)
+    thing_post = thing.add_parser("post", help="publish a post to the thing's followers")
+    thing_post.add_argument("thing", help="the thing's handle")
+    thing_post.add_argument("--text", required=True)
+    thing_post.add_argument("--json", action="store_true")
+    thing_post.set_defaults(handler=cmd_thing_post)
+
+    actor = commands.add_parser("actor", help="ActivityPub actors").add_subparsers(
+        dest="actor_command", required=True, metavar="ACTION"
+    )
+    rotate = actor.add_parser("rotate-key", help="replace an actor's key and tell followers")
+    rotate.add_argument("handle")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(handler=cmd_actor_rotate_key)
+
+    domain = commands.add_parser("domain", help="domain blocks").add_subparsers(
+        dest="domain_command", required=True, metavar="ACTION"
+    )
+    block = domain.add_parser("block", help="drop everything from a domain, send nothing to it")
+    block.add_argument("domain")
+    block.add_argument("--reason", default="")
+    block.add_argument("--json", action="store_true")
+    block.set_defaults(handler=cmd_domain)
+    unblock = domain.add_parser("unblock", help="lift a domain block")
+    unblock.add_argument("domain")
+    unblock.add_argument("--json", action="store_true")
+    unblock.set_defaults(handler=cmd_domain)
+    blocks = domain.add_parser("list", help="list blocked domains")
+    blocks.add_argument("--json", action="store_true")
+    blocks.set_defaults(handler=cmd_domain)
+
+    deliveries = commands.add_parser(
+        "deliveries", help="failing deliveries and paused hosts (for admins)"
+    )
+    deliveries.add_argument("--all", action="store_true", help="include deliveries without errors")
+    deliveries.add_argument("--limit", type=int, default=50)
+    deliveries.add_argument("--json", action="store_true")
+    deliveries.set_defaults(handler=cmd_deliveries)
 
     config = commands.add_parser("config", help="settings").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.abc import AbstractResolver
 
+from flattrfed.activitypub.client import FederationClient
+from flattrfed.activitypub.dispatch import Dispatcher
+from flattrfed.activitypub.keys import KeyResolver
+from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
 from flattrfed.config import Settings
 from flattrfed.db.session import Database
@@ -21,8 +24,10 @@ class Services:
     database: Database
     clock: Clock
     worker: Worker
-    # Tests inject a resolver that maps their *.test names to loopback; None = the system's.
-    resolver: AbstractResolver | None = None
+    urls: LocalUrls
+    client: FederationClient
+    keys: KeyResolver
+    dispatcher: Dispatcher
 
 
 SERVICES = web.AppKey("services", Services)

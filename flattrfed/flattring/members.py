@@ -7,9 +7,9 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flattrfed.activitypub.actors import create_local_actor, username_taken
 from flattrfed.db.models import Member
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_]{1,30}")
@@ -46,8 +46,8 @@ async def create_member(
     session: AsyncSession, *, username: str, password: str, is_admin: bool, now: datetime
 ) -> Member:
     check_username(username)
-    existing = await session.scalar(select(Member.id).where(Member.username == username))
-    if existing is not None:
+    # Members and things share the handle namespace (acct:NAME@host names exactly one actor).
+    if await username_taken(session, username):
         raise MemberError(f"username {username!r} is taken")
     member = Member(
         username=username,
@@ -58,4 +58,7 @@ async def create_member(
     )
     session.add(member)
     await session.flush()
+    await create_local_actor(
+        session, kind="person", username=username, now=now, member_id=member.id
+    )
     return member

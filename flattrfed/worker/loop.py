@@ -189,7 +189,8 @@ class Worker:
                     {"state": WorkState.FAILED.value, "last_error": message, "finished_at": now()},
                 )
             else:
-                delay = max(retry_after or timedelta(0), self.backoff(job.attempts))
+                # A handler that names a delay knows better (its own schedule, Retry-After).
+                delay = retry_after if retry_after is not None else self.backoff(job.attempts)
                 await self._finish(job, {"run_after": now() + delay, "last_error": message})
         else:
             await self._finish(

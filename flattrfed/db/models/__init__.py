@@ -1,6 +1,38 @@
 """All models, imported here so Base.metadata knows every table (Alembic compares against it)."""
 
+from flattrfed.db.models.federation import (
+    ActorKey,
+    DomainBlock,
+    FederationHost,
+    Follow,
+    InboundActivity,
+    LocalActor,
+    OutboundFollow,
+    OutboundLike,
+    Post,
+    ReceivedLike,
+    RemoteActor,
+    RemoteObject,
+)
 from flattrfed.db.models.members import Member
+from flattrfed.db.models.things import Thing
 from flattrfed.db.models.work import WorkItem, WorkState
 
-__all__ = ["Member", "WorkItem", "WorkState"]
+__all__ = [
+    "ActorKey",
+    "DomainBlock",
+    "FederationHost",
+    "Follow",
+    "InboundActivity",
+    "LocalActor",
+    "Member",
+    "OutboundFollow",
+    "OutboundLike",
+    "Post",
+    "ReceivedLike",
+    "RemoteActor",
+    "RemoteObject",
+    "Thing",
+    "WorkItem",
+    "WorkState",
+]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 05:47:58.676661
+Create Date: 2026-12-02 05:59:32.793454
 """
 
 from __future__ import annotations
@@ -18,16 +18,104 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "domain_blocks",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("domain", sa.String(length=255), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_domain_blocks")),
+        sa.UniqueConstraint("domain", name=op.f("uq_domain_blocks_domain")),
+    )
+    op.create_table(
+        "federation_hosts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("failure_days", sa.Integer(), nullable=False),
+        sa.Column("last_failure_day", sa.String(length=10), nullable=True),
+        sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("unavailable_since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_federation_hosts")),
+        sa.UniqueConstraint("host", name=op.f("uq_federation_hosts_host")),
+    )
+    with op.batch_alter_table("federation_hosts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_federation_hosts_last_failure_at"), ["last_failure_at"], unique=False
+        )
+
+    op.create_table(
+        "inbound_activities",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("activity_uri", sa.String(length=2048), nullable=False),
+        sa.Column("actor_uri", sa.String(length=2048), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("outcome", sa.String(length=255), nullable=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_activities")),
+        sa.UniqueConstraint("activity_uri", name=op.f("uq_inbound_activities_activity_uri")),
+    )
+    with op.batch_alter_table("inbound_activities", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_inbound_activities_actor_uri"), ["actor_uri"], unique=False
+        )
+
+    op.create_table(
         "members",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("username", sa.String(length=30), nullable=False),
         sa.Column("display_name", sa.String(length=100), nullable=False),
+        sa.Column("bio", sa.Text(), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("is_admin", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_members")),
         sa.UniqueConstraint("username", name=op.f("uq_members_username")),
     )
+    op.create_table(
+        "remote_actors",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uri", sa.String(length=2048), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("preferred_username", sa.String(length=255), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("profile_url", sa.String(length=2048), nullable=True),
+        sa.Column("inbox", sa.String(length=2048), nullable=False),
+        sa.Column("shared_inbox", sa.String(length=2048), nullable=True),
+        sa.Column("followers_url", sa.String(length=2048), nullable=True),
+        sa.Column("key_id", sa.String(length=2048), nullable=False),
+        sa.Column("public_key_pem", sa.Text(), nullable=False),
+        sa.Column("also_known_as", sa.JSON(), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_remote_actors")),
+        sa.UniqueConstraint("uri", name=op.f("uq_remote_actors_uri")),
+    )
+    with op.batch_alter_table("remote_actors", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_remote_actors_host"), ["host"], unique=False)
+        batch_op.create_index(batch_op.f("ix_remote_actors_key_id"), ["key_id"], unique=False)
+
+    op.create_table(
+        "remote_objects",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uri", sa.String(length=2048), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("attributed_to", sa.String(length=2048), nullable=True),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_remote_objects")),
+        sa.UniqueConstraint("uri", name=op.f("uq_remote_objects_uri")),
+    )
+    with op.batch_alter_table("remote_objects", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_remote_objects_attributed_to"), ["attributed_to"], unique=False
+        )
+
     op.create_table(
         "work_items",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -51,10 +139,240 @@ def upgrade() -> None:
             batch_op.f("ix_work_items_state_run_after"), ["state", "run_after"], unique=False
         )
 
+    op.create_table(
+        "things",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("title", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("external_url", sa.String(length=2048), nullable=True),
+        sa.Column("hidden", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["members.id"], name=op.f("fk_things_owner_id_members")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_things")),
+    )
+    with op.batch_alter_table("things", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_things_owner_id"), ["owner_id"], unique=False)
+
+    op.create_table(
+        "local_actors",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("username", sa.String(length=255), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("thing_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_local_actors_member_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["thing_id"], ["things.id"], name=op.f("fk_local_actors_thing_id_things")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_local_actors")),
+        sa.UniqueConstraint("member_id", name=op.f("uq_local_actors_member_id")),
+        sa.UniqueConstraint("thing_id", name=op.f("uq_local_actors_thing_id")),
+        sa.UniqueConstraint("username", name=op.f("uq_local_actors_username")),
+    )
+    op.create_table(
+        "actor_keys",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("private_key_pem", sa.Text(), nullable=False),
+        sa.Column("public_key_pem", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["actor_id"], ["local_actors.id"], name=op.f("fk_actor_keys_actor_id_local_actors")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_actor_keys")),
+    )
+    with op.batch_alter_table("actor_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_actor_keys_actor_id"), ["actor_id"], unique=False)
+
+    op.create_table(
+        "follows",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "follower_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "target_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("follow_uri", sa.String(length=2048), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["follower_id"], ["remote_actors.id"], name=op.f("fk_follows_follower_id_remote_actors")
+        ),
+        sa.ForeignKeyConstraint(
+            ["target_id"], ["local_actors.id"], name=op.f("fk_follows_target_id_local_actors")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_follows")),
+        sa.UniqueConstraint(
+            "follower_id", "target_id", name=op.f("uq_follows_follower_id_target_id")
+        ),
+    )
+    with op.batch_alter_table("follows", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_follows_target_id"), ["target_id"], unique=False)
+
+    op.create_table(
+        "outbound_follows",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "remote_actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("follow_uri", sa.String(length=2048), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["actor_id"],
+            ["local_actors.id"],
+            name=op.f("fk_outbound_follows_actor_id_local_actors"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["remote_actor_id"],
+            ["remote_actors.id"],
+            name=op.f("fk_outbound_follows_remote_actor_id_remote_actors"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbound_follows")),
+        sa.UniqueConstraint(
+            "actor_id", "remote_actor_id", name=op.f("uq_outbound_follows_actor_id_remote_actor_id")
+        ),
+        sa.UniqueConstraint("follow_uri", name=op.f("uq_outbound_follows_follow_uri")),
+    )
+    with op.batch_alter_table("outbound_follows", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_outbound_follows_actor_id"), ["actor_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_outbound_follows_remote_actor_id"), ["remote_actor_id"], unique=False
+        )
+
+    op.create_table(
+        "outbound_likes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("object_uri", sa.String(length=2048), nullable=False),
+        sa.Column("like_uri", sa.String(length=2048), nullable=False),
+        sa.Column("activity", sa.JSON(), nullable=False),
+        sa.Column("inbox", sa.String(length=2048), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("undone_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["actor_id"], ["local_actors.id"], name=op.f("fk_outbound_likes_actor_id_local_actors")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbound_likes")),
+        sa.UniqueConstraint("like_uri", name=op.f("uq_outbound_likes_like_uri")),
+    )
+    with op.batch_alter_table("outbound_likes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbound_likes_actor_id"), ["actor_id"], unique=False)
+
+    op.create_table(
+        "posts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uri", sa.String(length=2048), nullable=False),
+        sa.Column("content", sa.Text(), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["actor_id"], ["local_actors.id"], name=op.f("fk_posts_actor_id_local_actors")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_posts")),
+        sa.UniqueConstraint("uri", name=op.f("uq_posts_uri")),
+    )
+    with op.batch_alter_table("posts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_posts_actor_id"), ["actor_id"], unique=False)
+
+    op.create_table(
+        "received_likes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("like_uri", sa.String(length=2048), nullable=False),
+        sa.Column("actor_uri", sa.String(length=2048), nullable=False),
+        sa.Column(
+            "target_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("post_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("object_uri", sa.String(length=2048), nullable=False),
+        sa.Column("flattr_period", sa.String(length=7), nullable=True),
+        sa.Column("clearing_actor", sa.String(length=2048), nullable=True),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("undone_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["post_id"], ["posts.id"], name=op.f("fk_received_likes_post_id_posts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["target_id"],
+            ["local_actors.id"],
+            name=op.f("fk_received_likes_target_id_local_actors"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_received_likes")),
+        sa.UniqueConstraint("like_uri", name=op.f("uq_received_likes_like_uri")),
+    )
+    with op.batch_alter_table("received_likes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_received_likes_actor_uri"), ["actor_uri"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_received_likes_target_id"), ["target_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("received_likes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_received_likes_target_id"))
+        batch_op.drop_index(batch_op.f("ix_received_likes_actor_uri"))
+
+    op.drop_table("received_likes")
+    with op.batch_alter_table("posts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_posts_actor_id"))
+
+    op.drop_table("posts")
+    with op.batch_alter_table("outbound_likes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbound_likes_actor_id"))
+
+    op.drop_table("outbound_likes")
+    with op.batch_alter_table("outbound_follows", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbound_follows_remote_actor_id"))
+        batch_op.drop_index(batch_op.f("ix_outbound_follows_actor_id"))
+
+    op.drop_table("outbound_follows")
+    with op.batch_alter_table("follows", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_follows_target_id"))
+
+    op.drop_table("follows")
+    with op.batch_alter_table("actor_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_actor_keys_actor_id"))
+
+    op.drop_table("actor_keys")
+    op.drop_table("local_actors")
+    with op.batch_alter_table("things", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_things_owner_id"))
+
+    op.drop_table("things")
     with op.batch_alter_table("work_items", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_work_items_state_run_after"))
 
     op.drop_table("work_items")
+    with op.batch_alter_table("remote_objects", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_remote_objects_attributed_to"))
+
+    op.drop_table("remote_objects")
+    with op.batch_alter_table("remote_actors", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_remote_actors_key_id"))
+        batch_op.drop_index(batch_op.f("ix_remote_actors_host"))
+
+    op.drop_table("remote_actors")
     op.drop_table("members")
+    with op.batch_alter_table("inbound_activities", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_inbound_activities_actor_uri"))
+
+    op.drop_table("inbound_activities")
+    with op.batch_alter_table("federation_hosts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_federation_hosts_last_failure_at"))
+
+    op.drop_table("federation_hosts")
+    op.drop_table("domain_blocks")
