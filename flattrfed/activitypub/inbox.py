@@ -8,8 +8,6 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from flattrfed.activitypub import signatures
 from flattrfed.activitypub.documents import has_activitystreams_context
@@ -20,6 +18,7 @@ from flattrfed.activitypub.origins import BadUri, domain_of, host_of, origin_of
 from flattrfed.activitypub.reading import activity_type, id_of
 from flattrfed.context import SERVICES, Services
 from flattrfed.db.models import InboundActivity, LocalActor
+from flattrfed.db.statements import insert_ignoring_duplicates, table_of
 from flattrfed.worker import enqueue
 
 log = logging.getLogger(__name__)
@@ -157,21 +156,17 @@ async def receive(request: web.Request) -> web.Response:
 async def store(services: Services, env: Envelope, activity: dict[str, Any]) -> None:
     """Store the activity once by id and queue it, in one transaction (a replay is a no-op)."""
     now = services.clock.now()
-    table = InboundActivity.__table__
     async with services.database.transaction() as session:
-        insert = pg_insert if services.database.dialect == "postgresql" else sqlite_insert
-        result = await session.execute(
-            insert(table)
-            .values(
-                activity_uri=env.activity_id,
-                actor_uri=env.actor_uri,
-                type=env.type,
-                payload=activity,
-                received_at=now,
-            )
-            .on_conflict_do_nothing()
-            .returning(table.c.id)
+        statement = insert_ignoring_duplicates(
+            services.database.dialect,
+            InboundActivity,
+            activity_uri=env.activity_id,
+            actor_uri=env.actor_uri,
+            type=env.type,
+            payload=activity,
+            received_at=now,
         )
+        result = await session.execute(statement.returning(table_of(InboundActivity).c.id))
         row_id = result.scalar_one_or_none()
         if row_id is None:
             return

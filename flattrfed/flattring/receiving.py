@@ -6,8 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import actor_by_uri
@@ -17,6 +15,7 @@ from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
 from flattrfed.db.models import LocalActor, Post, ReceivedLike
 from flattrfed.db.session import Database
+from flattrfed.db.statements import insert_ignoring_duplicates
 from flattrfed.periods import Period
 
 
@@ -81,10 +80,10 @@ class LikeReceiver:
             raise Ignored("Like without id or object")
         target, post = await self._target(session, object_uri)
         period, clearing = flattr_instrument(like)
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         result = await session.execute(
-            insert(ReceivedLike.__table__)
-            .values(
+            insert_ignoring_duplicates(
+                session.get_bind().dialect.name,
+                ReceivedLike,
                 like_uri=like_uri,
                 actor_uri=actor_uri,
                 target_id=target.id,
@@ -95,7 +94,6 @@ class LikeReceiver:
                 received_at=self.clock.now(),
                 undone_at=undone_at,
             )
-            .on_conflict_do_nothing()
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -10,20 +10,19 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from flattrfed.clock import Clock
 from flattrfed.db.models.work import WorkItem, WorkState
 from flattrfed.db.session import Database
+from flattrfed.db.statements import insert_ignoring_duplicates, table_of
 
 log = logging.getLogger(__name__)
 
-work_table = cast(Table, WorkItem.__table__)
+work_table = table_of(WorkItem)
 
 
 class RetryLater(Exception):
@@ -80,9 +79,7 @@ async def enqueue(
         "created_at": now,
     }
     bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
-    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(work_table).values(**values).on_conflict_do_nothing()
-    await executor.execute(statement)
+    await executor.execute(insert_ignoring_duplicates(bind.dialect.name, WorkItem, **values))
 
 
 class Worker:

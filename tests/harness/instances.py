@@ -11,10 +11,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from flattrfed.activitypub.actors import find_local_actor
 from flattrfed.app import create_app
 from flattrfed.clock import ManualClock
 from flattrfed.config import Settings, load_settings
 from flattrfed.context import SERVICES, Services
+from flattrfed.db.models import LocalActor, Member, Thing
+from flattrfed.flattring.members import create_member
+from flattrfed.flattring.things import create_thing
 from tests.harness.databases import DatabaseFactory
 from tests.harness.resolver import LoopbackResolver
 
@@ -39,6 +43,32 @@ class Instance:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
+
+    async def create_member(self, username: str, *, admin: bool = False) -> Member:
+        async with self.services.database.transaction() as session:
+            return await create_member(
+                session,
+                username=username,
+                password="correct horse battery",
+                is_admin=admin,
+                now=self.services.clock.now(),
+            )
+
+    async def create_thing(self, owner: Member, handle: str, title: str) -> Thing:
+        async with self.services.database.transaction() as session:
+            owner = await session.merge(owner)
+            return await create_thing(
+                session, owner=owner, handle=handle, title=title, now=self.services.clock.now()
+            )
+
+    async def actor(self, username: str) -> LocalActor:
+        async with self.services.database.sessions() as session:
+            actor = await find_local_actor(session, username=username)
+        assert actor is not None, username
+        return actor
+
+    def actor_uri(self, username: str, kind: str = "person") -> str:
+        return self.services.urls.actor(kind, username)
 
     async def run_worker(self) -> int:
         """Run this instance's due work until none is left; returns how many rows ran."""
