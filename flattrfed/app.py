@@ -19,6 +19,7 @@ from flattrfed.activitypub.delivery import DELIVER_KIND, Deliverer
 from flattrfed.activitypub.dispatch import Dispatcher
 from flattrfed.activitypub.handlers import ProtocolHandlers
 from flattrfed.activitypub.keys import KeyResolver
+from flattrfed.activitypub.nodeinfo import NodeInfoCache
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock, SystemClock
 from flattrfed.config import Settings
@@ -97,6 +98,7 @@ def create_app(
         client=client,
         keys=keys,
         dispatcher=dispatcher,
+        nodeinfo=NodeInfoCache(client, allow_http=settings.allow_http),
     )
 
     app = web.Application(client_max_size=inbox.MAX_BODY_BYTES)

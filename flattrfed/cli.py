@@ -20,13 +20,11 @@ class CommandError(Exception):
     """A command cannot do what was asked; the message is shown to the admin as one line."""
 
 
-def _print_json(document: Any) -> None:
+def print_json(document: Any) -> None:
     print(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
-async def _with_database(
-    settings: Settings, work: Callable[[Any], Coroutine[Any, Any, Any]]
-) -> Any:
+async def with_database(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
     from flattrfed.db.session import Database
 
     database = Database(settings.database_url)
@@ -46,9 +44,9 @@ def cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
         await migrate.upgrade(database.engine)
         return before, await migrate.current_revision(database.engine)
 
-    before, after = asyncio.run(_with_database(settings, run))
+    before, after = asyncio.run(with_database(settings, run))
     if args.json:
-        _print_json({"from": before, "to": after})
+        print_json({"from": before, "to": after})
     elif before == after:
         print(f"database already at revision {after}")
     else:
@@ -64,10 +62,10 @@ def cmd_db_status(settings: Settings, args: argparse.Namespace) -> int:
             database.engine
         )
 
-    current, problem = asyncio.run(_with_database(settings, run))
+    current, problem = asyncio.run(with_database(settings, run))
     head = migrate.head_revision()
     if args.json:
-        _print_json({"current": current, "head": head, "up_to_date": problem is None})
+        print_json({"current": current, "head": head, "up_to_date": problem is None})
     else:
         print(problem or f"database at revision {current} (up to date)")
     return 0 if problem is None else 1
@@ -77,7 +75,7 @@ def _serve_banner(settings: Settings, host: str, port: int) -> str:
     return (
         f"flattrfed is serving {settings.base_url} (listening on http://{host}:{port})\n"
         f"  health:            {settings.base_url}/health\n"
-        "  first admin:       flattrfed admin create NAME   (with the same FLATTRFED_* settings)\n"
+        "  first admin:       flattrfed member add NAME --admin   (same FLATTRFED_* settings)\n"
         "  stop:              Ctrl-C"
     )
 
@@ -91,7 +89,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         await ensure_schema_current(database.engine)
 
     # Refuse before binding the port, so a half-migrated instance never answers anybody.
-    asyncio.run(_with_database(settings, check))
+    asyncio.run(with_database(settings, check))
     app = create_app(settings)
     print(_serve_banner(settings, args.host, args.port), flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
@@ -138,7 +136,7 @@ def cmd_config_show(settings: Settings, args: argparse.Namespace) -> int:
         "registration": settings.registration,
         "worker_in_process": settings.worker_in_process,
     }
-    _print_json(shown)
+    print_json(shown)
     return 0
 
 
@@ -184,7 +182,7 @@ def _create_member(settings: Settings, args: argparse.Namespace, *, is_admin: bo
             return int(member.id)
 
     try:
-        member_id = asyncio.run(_with_database(settings, run))
+        member_id = asyncio.run(with_database(settings, run))
     except MemberError as error:
         raise CommandError(str(error)) from None
     result: dict[str, Any] = {
@@ -196,50 +194,11 @@ def _create_member(settings: Settings, args: argparse.Namespace, *, is_admin: bo
     if generated:
         result["password"] = password
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(f"{'admin' if is_admin else 'member'} {args.username} created")
         if generated:
             print(f"generated password (shown once): {password}")
-    return 0
-
-
-def cmd_thing_create(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from flattrfed.clock import SystemClock
-    from flattrfed.db.models import Member
-    from flattrfed.flattring.things import ThingError, create_thing
-
-    async def run(database: Any) -> dict[str, Any]:
-        urls = await _instance_context(settings, database)
-        async with database.transaction() as session:
-            owner = await session.scalar(select(Member).where(Member.username == args.owner))
-            if owner is None:
-                raise CommandError(f"no member named {args.owner!r}")
-            thing = await create_thing(
-                session,
-                owner=owner,
-                handle=args.handle,
-                title=args.title,
-                description=args.description,
-                external_url=args.url,
-                now=SystemClock().now(),
-            )
-            return {
-                "id": thing.id,
-                "handle": args.handle,
-                "actor": urls.actor("thing", args.handle),
-            }
-
-    try:
-        result = asyncio.run(_with_database(settings, run))
-    except ThingError as error:
-        raise CommandError(str(error)) from None
-    if args.json:
-        _print_json(result)
-    else:
-        print(f"thing {args.handle} created: {result['actor']}")
     return 0
 
 
@@ -260,9 +219,9 @@ def cmd_thing_post(settings: Settings, args: argparse.Namespace) -> int:
                 raise CommandError(str(error)) from None
             return {"id": post.uri, "thing": urls.actor("thing", args.thing)}
 
-    result = asyncio.run(_with_database(settings, run))
+    result = asyncio.run(with_database(settings, run))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(result["id"])
     return 0
@@ -282,9 +241,9 @@ def cmd_actor_rotate_key(settings: Settings, args: argparse.Namespace) -> int:
             queued = await rotate_actor_key(session, urls, actor, SystemClock().now())
             return {"actor": urls.actor(actor.kind, actor.username), "updates_queued": queued}
 
-    result = asyncio.run(_with_database(settings, run))
+    result = asyncio.run(with_database(settings, run))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         queued = result["updates_queued"]
         print(f"key rotated for {result['actor']}; Update queued to {queued} inboxes")
@@ -315,9 +274,9 @@ def cmd_domain(settings: Settings, args: argparse.Namespace) -> int:
                 for row in rows
             ]
 
-    result = asyncio.run(_with_database(settings, run))
+    result = asyncio.run(with_database(settings, run))
     if args.json or isinstance(result, dict):
-        _print_json(result)
+        print_json(result)
     else:
         for row in result:
             print(f"{row['domain']}\t{row['reason']}")
@@ -366,9 +325,9 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
             ],
         }
 
-    result = asyncio.run(_with_database(settings, run))
+    result = asyncio.run(with_database(settings, run))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         for item in result["deliveries"]:
             fields = [item["id"], item["state"], item["attempts"], item["inbox"]]
@@ -427,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     member = commands.add_parser("member", help="member accounts").add_subparsers(
         dest="member_command", required=True, metavar="ACTION"
     )
-    member_create = member.add_parser("create", help="create a member account")
+    member_create = member.add_parser(
+        "add", aliases=["create"], help="create a member account (its actor keys too)"
+    )
     member_create.add_argument("username")
     member_create.add_argument("--admin", action="store_true", help="make an administrator")
     member_create.add_argument("--password-stdin", action="store_true")
@@ -437,14 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
     thing = commands.add_parser("thing", help="things (creator works)").add_subparsers(
         dest="thing_command", required=True, metavar="ACTION"
     )
-    thing_create = thing.add_parser("create", help="create a thing owned by a member")
-    thing_create.add_argument("owner", help="the owning member's username")
-    thing_create.add_argument("handle", help="the thing's handle (acct:HANDLE@host)")
-    thing_create.add_argument("--title", required=True)
-    thing_create.add_argument("--description", default="")
-    thing_create.add_argument("--url", default=None, help="the work's own web address")
-    thing_create.add_argument("--json", action="store_true")
-    thing_create.set_defaults(handler=cmd_thing_create)
     thing_post = thing.add_parser("post", help="publish a post to the thing's followers")
     thing_post.add_argument("thing", help="the thing's handle")
     thing_post.add_argument("--text", required=True)
@@ -482,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--limit", type=int, default=50)
     deliveries.add_argument("--json", action="store_true")
     deliveries.set_defaults(handler=cmd_deliveries)
+
+    from flattrfed.cli_flattring import add_flattring_commands
+
+    add_flattring_commands(commands, thing)
 
     config = commands.add_parser("config", help="settings").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"

@@ -9,6 +9,7 @@ from aiohttp import web
 from flattrfed.activitypub.client import FederationClient
 from flattrfed.activitypub.dispatch import Dispatcher
 from flattrfed.activitypub.keys import KeyResolver
+from flattrfed.activitypub.nodeinfo import NodeInfoCache
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
 from flattrfed.config import Settings
@@ -28,6 +29,7 @@ class Services:
     client: FederationClient
     keys: KeyResolver
     dispatcher: Dispatcher
+    nodeinfo: NodeInfoCache
 
 
 SERVICES = web.AppKey("services", Services)

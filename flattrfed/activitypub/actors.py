@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flattrfed.activitypub import signatures
 from flattrfed.activitypub.documents import ActorView
 from flattrfed.activitypub.urls import LocalUrls
-from flattrfed.db.models import ActorKey, LocalActor, Member, Thing
+from flattrfed.db.models import ActorKey, IdentityClaim, LocalActor, Member, Thing
 
 
 @dataclass(frozen=True)
@@ -153,10 +153,21 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
     uri = urls.actor(actor.kind, actor.username)
     name, summary = actor.username, ""
     payment_href: str | None = urls.flattr_page(actor.kind, actor.username)
+    also_known_as: tuple[str, ...] = ()
     if actor.member_id is not None:
         member = await session.get(Member, actor.member_id)
         assert member is not None
         name, summary = member.display_name or member.username, member.bio
+        # Claimed fediverse identities: one half of the two-way link (flattring/claims.py).
+        also_known_as = tuple(
+            (
+                await session.scalars(
+                    select(IdentityClaim.remote_actor_uri)
+                    .where(IdentityClaim.member_id == member.id)
+                    .order_by(IdentityClaim.id)
+                )
+            ).all()
+        )
     elif actor.thing_id is not None:
         thing = await session.get(Thing, actor.thing_id)
         assert thing is not None
@@ -175,4 +186,5 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
         public_key_pem=key.public_key_pem,
         published=actor.created_at,
         payment_href=payment_href,
+        also_known_as=also_known_as,
     )

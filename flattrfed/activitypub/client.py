@@ -626,7 +626,8 @@ class FederationClient:
         claimed = document.get("id")
         if self._id_proven(claimed, url, response):
             return document
-        if refetch_unknown_id and isinstance(claimed, str):
+        # Refetching the URL we just asked for would only repeat the same answer.
+        if refetch_unknown_id and isinstance(claimed, str) and claimed != url:
             second, again = await self._get_json(
                 claimed,
                 signer=signer,

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import actor_by_uri
 from flattrfed.activitypub.dispatch import Dispatcher, Ignored, Inbound
+from flattrfed.activitypub.origins import host_of
 from flattrfed.activitypub.reading import activity_type, id_of
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
@@ -91,6 +92,7 @@ class LikeReceiver:
                 object_uri=object_uri,
                 flattr_period=period,
                 clearing_actor=clearing,
+                sender_host=host_of(actor_uri, allow_http=True),
                 received_at=self.clock.now(),
                 undone_at=undone_at,
             )

@@ -14,20 +14,40 @@ from flattrfed.db.models.federation import (
     RemoteActor,
     RemoteObject,
 )
+from flattrfed.db.models.flattring import (
+    DepositRequest,
+    Flattr,
+    IdentityClaim,
+    InstancePolicy,
+    Invite,
+    PayoutRequest,
+    Peer,
+)
+from flattrfed.db.models.ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from flattrfed.db.models.members import Member
 from flattrfed.db.models.things import Thing
 from flattrfed.db.models.work import WorkItem, WorkState
 
 __all__ = [
     "ActorKey",
+    "DepositRequest",
     "DomainBlock",
     "FederationHost",
+    "Flattr",
     "Follow",
+    "IdentityClaim",
     "InboundActivity",
+    "InstancePolicy",
+    "Invite",
+    "LedgerAccount",
+    "LedgerPosting",
+    "LedgerTransaction",
     "LocalActor",
     "Member",
     "OutboundFollow",
     "OutboundLike",
+    "PayoutRequest",
+    "Peer",
     "Post",
     "ReceivedLike",
     "RemoteActor",

@@ -131,6 +131,7 @@ class ReceivedLike(Base):
     target_id: Mapped[int] = mapped_column(ForeignKey("local_actors.id"), index=True)
     post_id: Mapped[int | None] = mapped_column(ForeignKey("posts.id"))
     object_uri: Mapped[str] = mapped_column(URI)
+    sender_host: Mapped[str] = mapped_column(String(255), index=True)
     # Set only when the Like carried our Flattr instrument: the month it counts in.
     flattr_period: Mapped[str | None] = mapped_column(String(7))
     clearing_actor: Mapped[str | None] = mapped_column(URI)

@@ -22,4 +22,9 @@ class Member(Base):
     bio: Mapped[str] = mapped_column(Text, default="")
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None: no budget set, so the member cannot flattr (DESIGN §3).
+    monthly_budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    # Registration by approval: None until an admin approves; such members cannot log in.
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    flattrs_public: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 05:59:32.793454
+Create Date: 2026-12-02 06:02:44.921739
 """
 
 from __future__ import annotations
@@ -63,6 +63,32 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "instance_policy",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("registration", sa.String(length=16), nullable=False),
+        sa.Column("fee_bp", sa.Integer(), nullable=False),
+        sa.Column("budget_min_minor", sa.BigInteger(), nullable=False),
+        sa.Column("budget_max_minor", sa.BigInteger(), nullable=False),
+        sa.Column("min_payout_minor", sa.BigInteger(), nullable=False),
+        sa.Column("receiving_needs_budget", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_instance_policy")),
+    )
+    op.create_table(
+        "ledger_transactions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("txid", sa.String(length=300), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column("memo", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_transactions")),
+        sa.UniqueConstraint("txid", name=op.f("uq_ledger_transactions_txid")),
+    )
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ledger_transactions_kind"), ["kind"], unique=False)
+
+    op.create_table(
         "members",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("username", sa.String(length=30), nullable=False),
@@ -70,9 +96,24 @@ def upgrade() -> None:
         sa.Column("bio", sa.Text(), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
         sa.Column("is_admin", sa.Boolean(), nullable=False),
+        sa.Column("monthly_budget_minor", sa.BigInteger(), nullable=True),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("flattrs_public", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_members")),
         sa.UniqueConstraint("username", name=op.f("uq_members_username")),
+    )
+    op.create_table(
+        "peers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("clearing_actor", sa.String(length=2048), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("credit_limit_minor", sa.BigInteger(), nullable=False),
+        sa.Column("peered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_peers")),
+        sa.UniqueConstraint("host", name=op.f("uq_peers_host")),
     )
     op.create_table(
         "remote_actors",
@@ -140,6 +181,118 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "deposit_requests",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("reference", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=True),
+        sa.Column("bank_reference", sa.String(length=200), nullable=True),
+        sa.Column(
+            "recorded_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("credited_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_deposit_requests_member_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["recorded_by"], ["members.id"], name=op.f("fk_deposit_requests_recorded_by_members")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deposit_requests")),
+        sa.UniqueConstraint("reference", name=op.f("uq_deposit_requests_reference")),
+    )
+    with op.batch_alter_table("deposit_requests", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_deposit_requests_member_id"), ["member_id"], unique=False
+        )
+
+    op.create_table(
+        "identity_claims",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("remote_actor_uri", sa.String(length=2048), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_check_error", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_identity_claims_member_id_members")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_identity_claims")),
+        sa.UniqueConstraint("remote_actor_uri", name=op.f("uq_identity_claims_remote_actor_uri")),
+    )
+    with op.batch_alter_table("identity_claims", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_identity_claims_member_id"), ["member_id"], unique=False
+        )
+
+    op.create_table(
+        "invites",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=64), nullable=False),
+        sa.Column(
+            "created_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("used_by", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["members.id"], name=op.f("fk_invites_created_by_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["used_by"], ["members.id"], name=op.f("fk_invites_used_by_members")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_invites")),
+        sa.UniqueConstraint("code", name=op.f("uq_invites_code")),
+    )
+    op.create_table(
+        "ledger_accounts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=300), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("balance_minor", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_ledger_accounts_member_id_members")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_accounts")),
+        sa.UniqueConstraint("code", name=op.f("uq_ledger_accounts_code")),
+    )
+    with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_ledger_accounts_member_id"), ["member_id"], unique=False
+        )
+
+    op.create_table(
+        "payout_requests",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("bank_reference", sa.String(length=200), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("paid_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_payout_requests_member_id_members")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payout_requests")),
+    )
+    with op.batch_alter_table("payout_requests", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_payout_requests_member_id"), ["member_id"], unique=False
+        )
+
+    op.create_table(
         "things",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("owner_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -156,6 +309,69 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("things", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_things_owner_id"), ["owner_id"], unique=False)
+
+    op.create_table(
+        "flattrs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("donor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("target_uri", sa.String(length=2048), nullable=False),
+        sa.Column("payee_uri", sa.String(length=2048), nullable=False),
+        sa.Column("payee_host", sa.String(length=255), nullable=False),
+        sa.Column("thing_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("like_uri", sa.String(length=2048), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("undone_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("counts_in_period", sa.String(length=7), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["donor_id"], ["members.id"], name=op.f("fk_flattrs_donor_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["thing_id"], ["things.id"], name=op.f("fk_flattrs_thing_id_things")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_flattrs")),
+        sa.UniqueConstraint("like_uri", name=op.f("uq_flattrs_like_uri")),
+    )
+    with op.batch_alter_table("flattrs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_flattrs_donor_id"), ["donor_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_flattrs_donor_id_target_uri_period"),
+            ["donor_id", "target_uri", "period"],
+            unique=True,
+        )
+        batch_op.create_index(batch_op.f("ix_flattrs_payee_uri"), ["payee_uri"], unique=False)
+        batch_op.create_index(batch_op.f("ix_flattrs_thing_id"), ["thing_id"], unique=False)
+
+    op.create_table(
+        "ledger_postings",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "transaction_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["ledger_accounts.id"],
+            name=op.f("fk_ledger_postings_account_id_ledger_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transactions.id"],
+            name=op.f("fk_ledger_postings_transaction_id_ledger_transactions"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_postings")),
+    )
+    with op.batch_alter_table("ledger_postings", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_ledger_postings_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_ledger_postings_transaction_id"), ["transaction_id"], unique=False
+        )
 
     op.create_table(
         "local_actors",
@@ -297,6 +513,7 @@ def upgrade() -> None:
         ),
         sa.Column("post_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("object_uri", sa.String(length=2048), nullable=False),
+        sa.Column("sender_host", sa.String(length=255), nullable=False),
         sa.Column("flattr_period", sa.String(length=7), nullable=True),
         sa.Column("clearing_actor", sa.String(length=2048), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
@@ -317,6 +534,9 @@ def upgrade() -> None:
             batch_op.f("ix_received_likes_actor_uri"), ["actor_uri"], unique=False
         )
         batch_op.create_index(
+            batch_op.f("ix_received_likes_sender_host"), ["sender_host"], unique=False
+        )
+        batch_op.create_index(
             batch_op.f("ix_received_likes_target_id"), ["target_id"], unique=False
         )
 
@@ -324,6 +544,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("received_likes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_received_likes_target_id"))
+        batch_op.drop_index(batch_op.f("ix_received_likes_sender_host"))
         batch_op.drop_index(batch_op.f("ix_received_likes_actor_uri"))
 
     op.drop_table("received_likes")
@@ -349,10 +570,39 @@ def downgrade() -> None:
 
     op.drop_table("actor_keys")
     op.drop_table("local_actors")
+    with op.batch_alter_table("ledger_postings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_postings_transaction_id"))
+        batch_op.drop_index(batch_op.f("ix_ledger_postings_account_id"))
+
+    op.drop_table("ledger_postings")
+    with op.batch_alter_table("flattrs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_flattrs_thing_id"))
+        batch_op.drop_index(batch_op.f("ix_flattrs_payee_uri"))
+        batch_op.drop_index(batch_op.f("ix_flattrs_donor_id_target_uri_period"))
+        batch_op.drop_index(batch_op.f("ix_flattrs_donor_id"))
+
+    op.drop_table("flattrs")
     with op.batch_alter_table("things", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_things_owner_id"))
 
     op.drop_table("things")
+    with op.batch_alter_table("payout_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payout_requests_member_id"))
+
+    op.drop_table("payout_requests")
+    with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_accounts_member_id"))
+
+    op.drop_table("ledger_accounts")
+    op.drop_table("invites")
+    with op.batch_alter_table("identity_claims", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_identity_claims_member_id"))
+
+    op.drop_table("identity_claims")
+    with op.batch_alter_table("deposit_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deposit_requests_member_id"))
+
+    op.drop_table("deposit_requests")
     with op.batch_alter_table("work_items", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_work_items_state_run_after"))
 
@@ -366,7 +616,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_remote_actors_host"))
 
     op.drop_table("remote_actors")
+    op.drop_table("peers")
     op.drop_table("members")
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ledger_transactions_kind"))
+
+    op.drop_table("ledger_transactions")
+    op.drop_table("instance_policy")
     with op.batch_alter_table("inbound_activities", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_inbound_activities_actor_uri"))
 

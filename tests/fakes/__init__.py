@@ -1,0 +1,1 @@
+"""Fake fediverse servers that tests run as aiohttp apps on loopback ports."""
