@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -35,10 +36,23 @@ DELIVER_KIND = "deliver"
 MAX_ATTEMPTS = 17
 # 4xx answers mean retrying cannot help, except these (RFC 9110 and Mastodon's practice).
 RETRYABLE_4XX = frozenset({401, 408, 429})
+DEDUPE_KEY_CHARS = 512  # work_items.dedupe_key's width
 
 
 def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 10 * 3600))
+
+
+def delivery_key(activity_id: str, inbox: str) -> str:
+    """The outbox row's dedupe key: one row per activity and inbox."""
+    key = f"deliver:{activity_id}:{inbox}"
+    if len(key) <= DEDUPE_KEY_CHARS:
+        return key
+    # Cutting the key to the column width made every inbox sharing a long prefix (a peer with
+    # long inbox paths) one key, and their rows were silently dropped as duplicates. A hash
+    # keeps long keys distinct; short ones stay readable.
+    digest = hashlib.sha256(f"{activity_id}\n{inbox}".encode()).hexdigest()
+    return f"deliver:sha256:{digest}"
 
 
 async def enqueue_delivery(
@@ -57,7 +71,7 @@ async def enqueue_delivery(
             kind=DELIVER_KIND,
             payload={"inbox": inbox, "actor_id": actor_id, "activity": activity},
             now=now,
-            dedupe_key=f"deliver:{activity['id']}:{inbox}"[:512],
+            dedupe_key=delivery_key(str(activity["id"]), inbox),
             max_attempts=MAX_ATTEMPTS,
         )
         count += 1

@@ -78,6 +78,14 @@ async def webfinger(request: web.Request) -> web.Response:
                 actor = await session.scalar(
                     select(LocalActor).where(LocalActor.kind == "instance")
                 )
+            # The profile URL is one of the aliases we publish, so it must resolve too (as on
+            # Mastodon); members and things share one namespace, the instance has no profile.
+            profile_prefix = urls.profile("person", "")
+            if resource.startswith(profile_prefix):
+                found = await find_local_actor(
+                    session, username=unquote(resource[len(profile_prefix) :])
+                )
+                actor = found if found is not None and found.kind != "instance" else None
         if actor is not None and not await is_visible(session, actor):
             actor = None
     if actor is None:
@@ -171,6 +179,12 @@ async def flattr_context(request: web.Request) -> web.Response:
     )
 
 
+def _page_redirect(location: str) -> web.HTTPFound:
+    # The same URL answers JSON to ActivityPub clients: without Vary, a cache could hand this
+    # redirect to a peer (or the JSON to a browser).
+    return web.HTTPFound(location, headers={"Vary": "Accept"})
+
+
 async def _actor_or_404(request: web.Request, kind: str) -> LocalActor:
     services = request.app[SERVICES]
     async with services.database.sessions() as session:
@@ -189,7 +203,7 @@ async def _serve_actor(request: web.Request, kind: str) -> web.StreamResponse:
     # The instance actor answers unsigned GETs always: two servers that both require signed
     # fetches would otherwise deadlock fetching each other's keys.
     if not wants_activitypub(request.headers.get("Accept")):
-        raise web.HTTPFound(urls.profile(actor.kind, actor.username))
+        raise _page_redirect(urls.profile(actor.kind, actor.username))
     async with request.app[SERVICES].database.sessions() as session:
         view = await actor_view(session, urls, actor)
     return activity_json(actor_document(view))
@@ -214,6 +228,12 @@ def _kind_from_path(request: web.Request) -> str:
     return {"users": "person", "things": "thing"}[request.match_info["collection_owner"]]
 
 
+def _collection_id(request: web.Request, actor: LocalActor, name: str) -> str:
+    # From the base URL, never request.url: behind a proxy that is http://127.0.0.1:8080/…,
+    # and a peer checks that a fetched document's id is the URL it asked for.
+    return f"{urls_of(request).actor(actor.kind, actor.username)}/{name}"
+
+
 @routes.get(r"/{collection_owner:users|things}/{name}/followers")
 async def followers(request: web.Request) -> web.Response:
     actor = await _actor_or_404(request, _kind_from_path(request))
@@ -222,13 +242,15 @@ async def followers(request: web.Request) -> web.Response:
             select(func.count()).select_from(Follow).where(Follow.target_id == actor.id)
         )
     # The count is public, the list is not: follower lists are personal data.
-    return activity_json(ordered_collection(str(request.url.with_query(None)), total or 0))
+    return activity_json(
+        ordered_collection(_collection_id(request, actor, "followers"), total or 0)
+    )
 
 
 @routes.get(r"/{collection_owner:users|things}/{name}/following")
 async def following(request: web.Request) -> web.Response:
-    await _actor_or_404(request, _kind_from_path(request))
-    return activity_json(ordered_collection(str(request.url.with_query(None)), 0, []))
+    actor = await _actor_or_404(request, _kind_from_path(request))
+    return activity_json(ordered_collection(_collection_id(request, actor, "following"), 0, []))
 
 
 @routes.get(r"/{collection_owner:users|things}/{name}/outbox")
@@ -281,5 +303,5 @@ async def post_object(request: web.Request) -> web.StreamResponse:
         followers=f"{actor_uri}/followers",
     )
     if not wants_activitypub(request.headers.get("Accept")):
-        raise web.HTTPFound(urls.profile(actor.kind, actor.username))
+        raise _page_redirect(f"{urls.profile(actor.kind, actor.username)}#post-{post.id}")
     return activity_json(note)

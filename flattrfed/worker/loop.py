@@ -196,10 +196,20 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim one batch of due rows and run them; returns how many were run."""
+        lease_ends = self.clock.now() + self.lease  # no later than the leases claim() sets
         jobs = await self.claim()
+        ran = 0
         for job in jobs:
+            if self.clock.now() >= lease_ends:
+                # The batch runs one job at a time, so hung jobs (a peer that never answers)
+                # can outlast the leases of those behind them. Another worker may own those
+                # now; running them too would do the work twice (a duplicate delivery). Hand
+                # back what is still ours, without counting an attempt that never happened.
+                await self._finish(job, {"attempts": work_table.c.attempts - 1})
+                continue
             await self.run_job(job)
-        return len(jobs)
+            ran += 1
+        return ran
 
     async def run_until_idle(self, max_rounds: int = 1000) -> int:
         """Run batches until nothing is due (tests step time with the clock between calls)."""

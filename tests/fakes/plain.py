@@ -1,4 +1,4 @@
-"""A plain ActivityPub server (not flattrfed) on loopback: one actor, its posts, an inbox that records."""
+"""A plain ActivityPub server (not flattrfed) on loopback: actors, posts, a recording inbox."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from flattrfed.activitypub.documents import ACTIVITY_JSON, AS_CONTEXT, SECURITY_
 
 @dataclass
 class PlainServer:
-    """Serves `/users/NAME` actors and `/users/NAME/statuses/N` notes; NodeInfo without flattrfed."""
+    """Serves `/users/NAME` actors and their notes; NodeInfo without flattrfed."""
 
     host: str = ""
     runner: web.AppRunner | None = None

@@ -1,4 +1,4 @@
-"""A fake remote server on loopback: Mastodon-shaped actors, and inboxes that record and answer on cue.
+"""A fake remote server on loopback: Mastodon-shaped actors, inboxes that record and answer on cue.
 
 The sink plays "another fediverse server" for delivery tests. It serves actor documents for
 any number of fake actors (each with its own RSA key, an inbox and, optionally, the server's
@@ -118,7 +118,7 @@ class FakeActor:
 
     def document(self) -> dict[str, Any]:
         """The actor document, shaped like Mastodon's (publicKey, inbox, endpoints)."""
-        base = self.uri.rsplit("/users/", 1)[0]
+        base = self.uri.split("/users/", 1)[0]
         document: dict[str, Any] = {
             "@context": [
                 AS_CONTEXT,
@@ -163,7 +163,7 @@ class InboxSink:
         self.clock = clock
         self.name = name
         self.verify_signatures = verify_signatures
-        self.actors: dict[str, FakeActor] = {}
+        self.actors: dict[str, FakeActor] = {}  # by the path segment after /users/
         self.received: list[Delivery] = []
         self.fetches: list[str] = []  # paths of GETs, in order
         self.default = Reply(202)
@@ -196,7 +196,7 @@ class InboxSink:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         self._port = sock.getsockname()[1]
-        self._site = web.SockSite(self._runner, sock, shutdown_timeout=1)
+        self._site = web.SockSite(self._runner, sock)
         await self._site.start()
 
     async def go_down(self) -> None:
@@ -231,9 +231,16 @@ class InboxSink:
     def shared_inbox(self) -> str:
         return f"{self.base_url}/inbox"
 
-    def add_actor(self, username: str, *, shared_inbox: bool = True) -> FakeActor:
-        """A new account; with shared_inbox=False its document has no endpoints.sharedInbox."""
-        uri = f"{self.base_url}/users/{username}"
+    def add_actor(
+        self, username: str, *, shared_inbox: bool = True, path: str | None = None
+    ) -> FakeActor:
+        """A new account at /users/PATH (PATH defaults to the username).
+
+        With shared_inbox=False its document has no endpoints.sharedInbox, so it is delivered
+        to at its own inbox.
+        """
+        path = path or username
+        uri = f"{self.base_url}/users/{path}"
         actor = FakeActor(
             username=username,
             uri=uri,
@@ -241,7 +248,7 @@ class InboxSink:
             shared_inbox=self.shared_inbox if shared_inbox else None,
             private_key=_private_key(len(self.actors) % 8),
         )
-        self.actors[username] = actor
+        self.actors[path] = actor
         return actor
 
     # --- scripting answers ---------------------------------------------------------------------
@@ -268,9 +275,9 @@ class InboxSink:
             if (type is None or delivery.type == type) and (path is None or delivery.path == path)
         ]
 
-    async def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
+    async def wait_for_requests(self, count: int, seconds: float = 5.0) -> None:
         """Wait (in real time, briefly) until `count` POSTs have arrived in all."""
-        async with asyncio.timeout(timeout), self._arrived:
+        async with asyncio.timeout(seconds), self._arrived:
             await self._arrived.wait_for(lambda: len(self.received) >= count)
 
     # --- sending as one of our actors ----------------------------------------------------------

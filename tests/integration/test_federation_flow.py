@@ -1,4 +1,4 @@
-"""Two real instances over loopback HTTP: WebFinger, actor fetch, Follow, Accept, post, Like, Undo."""
+"""Two real instances over loopback HTTP: WebFinger, fetch, Follow, Accept, post, Like, Undo."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ async def test_follow_post_like_and_undo_between_two_instances(federation: Feder
         assert len((await session.scalars(select(Follow))).all()) == 1
     async with beta.services.database.sessions() as session:
         our_follow = await session.scalar(select(OutboundFollow))
-        assert our_follow is not None and our_follow.accepted_at is not None
+        assert our_follow is not None
+        assert our_follow.accepted_at is not None
 
     # The blog posts; the Create reaches bob's server, which stores the post from its origin.
     blog = await alpha.actor("blog")
@@ -86,7 +87,8 @@ async def test_follow_post_like_and_undo_between_two_instances(federation: Feder
     await federation.step_workers()
     async with alpha.services.database.sessions() as session:
         undone = await session.scalar(select(ReceivedLike))
-    assert undone is not None and undone.undone_at is not None
+    assert undone is not None
+    assert undone.undone_at is not None
 
     types = [(row.type, row.outcome) for row in await inbound(alpha)]
     assert types == [

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from flattrfed.db.models import Flattr, Member, ReceivedLike
-from flattrfed.flattring.claims import add_claim, refresh_pending, verify_claim, ClaimError
+from flattrfed.flattring.claims import ClaimError, add_claim, refresh_pending, verify_claim
 from flattrfed.flattring.flattrs import flattr, unflattr
 from flattrfed.flattring.resolve import CannotFlattr, resolve_target
 from flattrfed.periods import Period
@@ -197,4 +197,5 @@ async def test_one_sided_claims_release_nothing(federation: Federation, plain: P
     assert await refresh_pending(alpha.services) == 0
     async with alpha.services.database.sessions() as session:
         still = await session.get(Flattr, row.id)
-    assert still is not None and still.status == "pending"
+    assert still is not None
+    assert still.status == "pending"

@@ -44,8 +44,17 @@ def test_wheel_contains_templates_static_files_and_migrations(wheel: Path) -> No
 def test_installed_wheel_migrates_and_serves_pages(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
-        + [str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
         timeout=300,
     )
@@ -55,7 +64,8 @@ def test_installed_wheel_migrates_and_serves_pages(wheel: Path, tmp_path: Path) 
         sys.path.insert(0, sys.argv[1])
         from aiohttp.test_utils import TestClient, TestServer
         import flattrfed.paths
-        assert flattrfed.paths.TEMPLATES_DIR.is_relative_to(sys.argv[1]), flattrfed.paths.TEMPLATES_DIR
+        templates = flattrfed.paths.TEMPLATES_DIR
+        assert templates.is_relative_to(sys.argv[1]), templates
         from flattrfed.cli import main
         assert main(["db", "upgrade"]) == 0
         from flattrfed.app import create_app

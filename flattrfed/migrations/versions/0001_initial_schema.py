@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 06:02:44.921739
+Create Date: 2026-12-02 06:06:54.590268
 """
 
 from __future__ import annotations
@@ -299,6 +299,10 @@ def upgrade() -> None:
         sa.Column("title", sa.String(length=200), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("external_url", sa.String(length=2048), nullable=True),
+        sa.Column("category", sa.String(length=32), nullable=False),
+        sa.Column("tags", sa.JSON(), nullable=False),
+        sa.Column("language", sa.String(length=16), nullable=True),
+        sa.Column("image_url", sa.String(length=2048), nullable=True),
         sa.Column("hidden", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
