@@ -379,7 +379,7 @@ class EvilServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address, self.port, shutdown_timeout=1)
+        site = web.TCPSite(self._runner, self.address, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.resolver.add(self.name, self.address)

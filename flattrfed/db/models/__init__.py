@@ -25,13 +25,16 @@ from flattrfed.db.models.flattring import (
 )
 from flattrfed.db.models.ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from flattrfed.db.models.members import Member
+from flattrfed.db.models.settlement import ClearingRun, DonorClose, Share
 from flattrfed.db.models.things import Thing
 from flattrfed.db.models.work import WorkItem, WorkState
 
 __all__ = [
     "ActorKey",
+    "ClearingRun",
     "DepositRequest",
     "DomainBlock",
+    "DonorClose",
     "FederationHost",
     "Flattr",
     "Follow",
@@ -52,6 +55,7 @@ __all__ = [
     "ReceivedLike",
     "RemoteActor",
     "RemoteObject",
+    "Share",
     "Thing",
     "WorkItem",
     "WorkState",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 06:06:54.590268
+Create Date: 2026-12-02 06:11:18.231938
 """
 
 from __future__ import annotations
@@ -17,6 +17,21 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "clearing_runs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("stage", sa.String(length=16), nullable=False),
+        sa.Column("cutoff", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("fee_bp", sa.Integer(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("lease_owner", sa.String(length=128), nullable=True),
+        sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_clearing_runs")),
+        sa.UniqueConstraint("period", name=op.f("uq_clearing_runs_period")),
+    )
     op.create_table(
         "domain_blocks",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -208,6 +223,32 @@ def upgrade() -> None:
     with op.batch_alter_table("deposit_requests", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_deposit_requests_member_id"), ["member_id"], unique=False
+        )
+
+    op.create_table(
+        "donor_closes",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("donor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("budget_minor", sa.BigInteger(), nullable=False),
+        sa.Column("wallet_minor", sa.BigInteger(), nullable=False),
+        sa.Column("spent_minor", sa.BigInteger(), nullable=False),
+        sa.Column("fee_minor", sa.BigInteger(), nullable=False),
+        sa.Column("share_minor", sa.BigInteger(), nullable=False),
+        sa.Column("things", sa.Integer(), nullable=False),
+        sa.Column("carry_minor", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["donor_id"], ["members.id"], name=op.f("fk_donor_closes_donor_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["clearing_runs.id"], name=op.f("fk_donor_closes_run_id_clearing_runs")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_donor_closes")),
+    )
+    with op.batch_alter_table("donor_closes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_donor_closes_run_id"), ["run_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_donor_closes_run_id_donor_id"), ["run_id", "donor_id"], unique=True
         )
 
     op.create_table(
@@ -508,6 +549,42 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_posts_actor_id"), ["actor_id"], unique=False)
 
     op.create_table(
+        "shares",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("donor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "flattr_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("like_uri", sa.String(length=2048), nullable=False),
+        sa.Column("target_uri", sa.String(length=2048), nullable=False),
+        sa.Column("payee_uri", sa.String(length=2048), nullable=False),
+        sa.Column("payee_host", sa.String(length=255), nullable=False),
+        sa.Column(
+            "creator_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["creator_id"], ["members.id"], name=op.f("fk_shares_creator_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["donor_id"], ["members.id"], name=op.f("fk_shares_donor_id_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["flattr_id"], ["flattrs.id"], name=op.f("fk_shares_flattr_id_flattrs")
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["clearing_runs.id"], name=op.f("fk_shares_run_id_clearing_runs")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_shares")),
+        sa.UniqueConstraint("flattr_id", name=op.f("uq_shares_flattr_id")),
+        sa.UniqueConstraint("like_uri", name=op.f("uq_shares_like_uri")),
+    )
+    with op.batch_alter_table("shares", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_shares_payee_host"), ["payee_host"], unique=False)
+        batch_op.create_index(batch_op.f("ix_shares_run_id"), ["run_id"], unique=False)
+
+    op.create_table(
         "received_likes",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("like_uri", sa.String(length=2048), nullable=False),
@@ -552,6 +629,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_received_likes_actor_uri"))
 
     op.drop_table("received_likes")
+    with op.batch_alter_table("shares", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_shares_run_id"))
+        batch_op.drop_index(batch_op.f("ix_shares_payee_host"))
+
+    op.drop_table("shares")
     with op.batch_alter_table("posts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_posts_actor_id"))
 
@@ -603,6 +685,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_identity_claims_member_id"))
 
     op.drop_table("identity_claims")
+    with op.batch_alter_table("donor_closes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_donor_closes_run_id_donor_id"))
+        batch_op.drop_index(batch_op.f("ix_donor_closes_run_id"))
+
+    op.drop_table("donor_closes")
     with op.batch_alter_table("deposit_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deposit_requests_member_id"))
 
@@ -636,3 +723,4 @@ def downgrade() -> None:
 
     op.drop_table("federation_hosts")
     op.drop_table("domain_blocks")
+    op.drop_table("clearing_runs")
