@@ -45,7 +45,10 @@ def context() -> list[Any]:
 
 def context_document() -> dict[str, Any]:
     """The JSON-LD context served at /ns."""
-    return {"@context": FLATTR_TERMS}
+    # Inline, FLATTR_TERMS follows the ActivityStreams context, which defines the `as:` prefix;
+    # served alone it must define it itself, or `as:manuallyApprovesFollowers` expands to an
+    # IRI with the scheme "as".
+    return {"@context": {"as": f"{AS_CONTEXT}#", **FLATTR_TERMS}}
 
 
 def media_type(content_type: str) -> tuple[str, dict[str, str]]:
@@ -225,15 +228,31 @@ def delete_activity(*, actor_uri: str, object_uri: str, activity_uri: str) -> di
 
 
 def accept_activity(*, actor_uri: str, follow: dict[str, Any], activity_uri: str) -> dict[str, Any]:
-    embedded = {key: value for key, value in follow.items() if key != "@context"}
+    # Embed the Follow rebuilt from its four references, as Mastodon's AcceptFollowSerializer
+    # does, not the sender's raw JSON: that could carry anything (an actor object, proofs,
+    # padding), and we would sign and send it back. Callers pass a verified, stored Follow.
+    follower = _reference(follow.get("actor"))
+    embedded = {
+        "id": follow["id"],
+        "type": "Follow",
+        "actor": follower,
+        "object": _reference(follow.get("object")),
+    }
     return {
         "@context": context(),
         "id": activity_uri,
         "type": "Accept",
         "actor": actor_uri,
-        "to": [follow["actor"]],
+        "to": [follower],
         "object": embedded,
     }
+
+
+def _reference(value: Any) -> Any:
+    """The id of an embedded object (`{"id": …}`), or the value itself when it is a URI."""
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return value["id"]
+    return value
 
 
 def update_actor_activity(

@@ -124,7 +124,7 @@ async def record_deposit(
     request.recorded_by = recorded_by.id if recorded_by is not None else None
     await ledger.post(
         session,
-        txid=f"deposit:{request.reference}",
+        txid=ledger.deposit_txid(request.reference),
         kind="deposit",
         postings=[
             (ledger.CASH_BANK, amount.amount_minor),
@@ -181,7 +181,7 @@ async def request_payout(
     await session.flush()
     await ledger.post(
         session,
-        txid=f"payout-request:{payout.id}",
+        txid=ledger.payout_txid(payout.id, "requested"),
         kind="payout_request",
         postings=[
             (ledger.earnings_available(member.id), amount.amount_minor),
@@ -206,7 +206,7 @@ async def mark_payout_paid(
     payout.paid_at = now
     await ledger.post(
         session,
-        txid=f"payout:{payout.id}",
+        txid=ledger.payout_txid(payout.id, "paid"),
         kind="payout",
         postings=[
             (ledger.payouts_pending(payout.member_id), payout.amount_minor),

@@ -196,14 +196,18 @@ class FakeFedify(FakePeer):
             activity = self.with_ld_signature(account, self.with_proof(account, activity))
         return await self.deliver(account, inbox, activity)
 
-    async def follow(self, account: Account, target: Mapping[str, Any]) -> Sent:
-        activity = {
+    async def follow(
+        self, account: Account, target: Mapping[str, Any], *, proofs: bool = True
+    ) -> Sent:
+        activity: dict[str, Any] = {
             "@context": [AS_CONTEXT, DATA_INTEGRITY_CONTEXT],
             "id": self.new_id(account, "follows"),
             "type": "Follow",
             "actor": account.uri,
             "object": str(target["id"]),
         }
+        if proofs:
+            activity = self.with_ld_signature(account, self.with_proof(account, activity))
         return await self.deliver(account, str(target["inbox"]), activity)
 
     async def deliver(self, account: Account, inbox: str, activity: dict[str, Any]) -> Sent:

@@ -463,6 +463,11 @@ async def test_ns_serves_our_json_ld_context(federation: Federation, alpha: Inst
     assert context["Flattr"] == "flattr:Flattr"
     assert context["flattrPeriod"] == "flattr:period"
     assert context["flattrClearing"] == {"@id": "flattr:clearing", "@type": "@id"}
+    # Served alone, the context must define every prefix its compact IRIs use.
+    for term, definition in context.items():
+        iri = definition["@id"] if isinstance(definition, dict) else definition
+        prefix = iri.split(":", 1)[0]
+        assert prefix in ("http", "https") or prefix in context, (term, iri)
 
 
 # --- hidden, deleted and unknown ---------------------------------------------------------------

@@ -46,7 +46,6 @@ from flattrfed.settlement.ledger import (
     post,
     wallet,
 )
-from tests.harness.databases import DatabaseFactory
 
 NOW = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 CURRENCY = "EUR"
@@ -776,52 +775,64 @@ def postings_for(operation: tuple[Any, ...], members: list[int]) -> list[tuple[s
     return [(source(member), amount), (target(member) if target else CASH_BANK, -amount)]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+async def empty_ledger(database: Database) -> None:
+    """Back to an empty instance, so one database serves every Hypothesis example."""
+    await run_sql(
+        database,
+        "DELETE FROM ledger_postings",
+        "DELETE FROM ledger_transactions",
+        "DELETE FROM ledger_accounts",
+        "DELETE FROM members",
+    )
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(operations, max_size=14))
 async def test_random_activity_keeps_every_invariant(
-    database_factory: DatabaseFactory, activity: list[tuple[Any, ...]]
+    database: Database, activity: list[tuple[Any, ...]]
 ) -> None:
-    database = Database(await database_factory.new_database("ledger_prop"))
-    try:
-        members = await add_members(database, MEMBERS)
-        model: dict[str, int] = {}
-        posted: list[tuple[str, list[tuple[str, int]]]] = []
-        for number, operation in enumerate(activity):
-            if operation[0] == "replay":
-                if not posted:
-                    continue
-                txid, lines = posted[operation[1] % len(posted)]
-                assert await post_in_own_transaction(database, txid, lines) is False
+    await empty_ledger(database)
+    members = await add_members(database, MEMBERS)
+    model: dict[str, int] = {}
+    posted: list[tuple[str, list[tuple[str, int]]]] = []
+    for number, operation in enumerate(activity):
+        if operation[0] == "replay":
+            if not posted:
+                continue
+            txid, lines = posted[operation[1] % len(posted)]
+            assert await post_in_own_transaction(database, txid, lines) is False
+        else:
+            txid, lines = f"op:{number}", postings_for(operation, members)
+            after = dict(model)
+            for code, amount in lines:
+                after[code] = after.get(code, 0) + amount
+            overdrawn = any(
+                amount > 0 and after[code] > 0 and is_member_liability(code)
+                for code, amount in lines
+            )
+            if overdrawn:
+                with pytest.raises(Overdraft):
+                    await post_in_own_transaction(database, txid, lines)
             else:
-                txid, lines = f"op:{number}", postings_for(operation, members)
-                after = dict(model)
-                for code, amount in lines:
-                    after[code] = after.get(code, 0) + amount
-                overdrawn = any(
-                    amount > 0 and after[code] > 0 and is_member_liability(code)
-                    for code, amount in lines
-                )
-                if overdrawn:
-                    with pytest.raises(Overdraft):
-                        await post_in_own_transaction(database, txid, lines)
-                else:
-                    assert await post_in_own_transaction(database, txid, lines) is True
-                    model = after
-                    posted.append((txid, lines))
-            problems = await problems_of(database)
-            # Bank fees may leave the instance owing more than it holds: that one is reported.
-            held = sum(v for c, v in model.items() if account_kind(c) == "asset")
-            owed = -sum(v for c, v in model.items() if account_kind(c) == "liability")
-            assert invariants(problems) == ({"7-cash-backing"} if held < owed else set()), problems
-        state = await ledger_state(database)
-        assert {code: value for code, value in state.balances.items() if value} == {
-            code: value for code, value in model.items() if value
-        }
-        assert state.transactions == len(posted)
-        async with database.sessions() as session:
-            for member in members:
-                owed = await member_balances(session, member)
-                assert all(value >= 0 for value in owed.values())
-                assert owed["wallet"] == -model.get(wallet(member), 0)
-    finally:
-        await database.dispose()
+                assert await post_in_own_transaction(database, txid, lines) is True
+                model = after
+                posted.append((txid, lines))
+        problems = await problems_of(database)
+        # Bank fees may leave the instance owing more than it holds: that one is reported.
+        held = sum(v for c, v in model.items() if account_kind(c) == "asset")
+        owed = -sum(v for c, v in model.items() if account_kind(c) == "liability")
+        assert invariants(problems) == ({"7-cash-backing"} if held < owed else set()), problems
+    state = await ledger_state(database)
+    assert {code: value for code, value in state.balances.items() if value} == {
+        code: value for code, value in model.items() if value
+    }
+    assert state.transactions == len(posted)
+    async with database.sessions() as session:
+        for member in members:
+            owing = await member_balances(session, member)
+            assert all(value >= 0 for value in owing.values())
+            assert owing["wallet"] == -model.get(wallet(member), 0)
