@@ -28,6 +28,7 @@ from flattrfed.db.migrate import ensure_schema_current
 from flattrfed.db.session import Database
 from flattrfed.flattring.receiving import LikeReceiver
 from flattrfed.paths import STATIC_DIR, TEMPLATES_DIR
+from flattrfed.settlement.schedule import CLOSE_KIND, CloseScheduler
 from flattrfed.web import pages, profiles
 from flattrfed.worker import Worker
 
@@ -84,10 +85,15 @@ def create_app(
     protocol.undo_reference_fallback = likes.on_undo_reference
     deliverer = Deliverer(database, client, clock, urls, allow_http=settings.allow_http)
 
+    scheduler = CloseScheduler(database, clock, settings)
     worker = Worker(
         database,
         clock,
-        {inbox.INBOUND_KIND: dispatcher.handle, DELIVER_KIND: deliverer.handle},
+        {
+            inbox.INBOUND_KIND: dispatcher.handle,
+            DELIVER_KIND: deliverer.handle,
+            CLOSE_KIND: scheduler.handle,
+        },
     )
     services = Services(
         settings=settings,
@@ -119,6 +125,7 @@ def create_app(
         await ensure_schema_current(database.engine)
         async with database.transaction() as session:
             await ensure_instance_actor(session, urls, clock.now())
+        await scheduler.schedule_open_periods()
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
         if settings.worker_in_process:

@@ -344,6 +344,26 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from flattrfed.settlement.checks import check_ledger
+
+    async def run(database: Any) -> list[Any]:
+        await ensure_schema_current(database.engine)
+        async with database.sessions() as session:
+            return await check_ledger(session, settings.currency)
+
+    problems = asyncio.run(with_database(settings, run))
+    if args.json:
+        print_json({"ok": not problems, "problems": [vars(problem) for problem in problems]})
+    elif not problems:
+        print("ok")
+    else:
+        for problem in problems:
+            print(f"{problem.invariant}: {problem.detail} [{', '.join(problem.rows)}]")
+        print(f"{len(problems)} problem(s) found")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flattrfed",
@@ -436,9 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument("--json", action="store_true")
     deliveries.set_defaults(handler=cmd_deliveries)
 
+    check = commands.add_parser("check", help="verify the ledger's invariants (exit 1 if broken)")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=cmd_check)
+
     from flattrfed.cli_flattring import add_flattring_commands
 
     add_flattring_commands(commands, thing)
+    from flattrfed.cli_settlement import add_settlement_commands
+
+    add_settlement_commands(commands)
 
     config = commands.add_parser("config", help="settings").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from flattrfed.activitypub import signatures
 from flattrfed.activitypub.client import FederationClient, FetchError, Signer
-from flattrfed.activitypub.origins import BadUri, host_of
+from flattrfed.activitypub.origins import BadUri, host_of, same_origin
 from flattrfed.activitypub.remote import InvalidActor, parse_actor, store_actor
 from flattrfed.clock import Clock
 from flattrfed.db.models import RemoteActor
@@ -21,6 +21,8 @@ from flattrfed.db.session import Database
 
 NEGATIVE_TTL = timedelta(minutes=5)
 FETCH_BUDGET_PER_HOST = 30  # unknown-key fetches per host per minute (D4)
+# Actors claiming one key id: same-origin ones are the same authority, so a few suffice.
+MAX_ROWS_PER_KEY_ID = 8
 
 
 class KeyUnavailable(Exception):
@@ -110,14 +112,25 @@ class KeyResolver:
 
     async def _from_database(self, key_id: str) -> VerifiedKey | None:
         async with self.database.sessions() as session:
-            actor = await session.scalar(
-                select(RemoteActor).where(
-                    RemoteActor.key_id == key_id, RemoteActor.deleted_at.is_(None)
+            actors = (
+                await session.scalars(
+                    select(RemoteActor)
+                    .where(RemoteActor.key_id == key_id, RemoteActor.deleted_at.is_(None))
+                    .order_by(RemoteActor.id)
+                    .limit(MAX_ROWS_PER_KEY_ID)
                 )
-            )
-        if actor is None:
-            return None
-        return VerifiedKey(key_id, actor.uri, signatures.load_public_key_pem(actor.public_key_pem))
+            ).all()
+        for actor in actors:
+            # A stored row says only that the actor's own document listed this key. That is
+            # proof just when the key id is on the actor's origin (FEP-fe34): any actor can list
+            # a key id on somebody else's server, and `actor()` stores what it lists without
+            # asking the key's side. Such a row must neither let its actor sign under another
+            # origin's key id nor shadow that key's real owner, so a key id on another origin is
+            # proven again, from both sides, by _fetch (research/ap-interop.md A5, A13).
+            if same_origin(key_id, actor.uri, allow_http=self.allow_http):
+                public_key = signatures.load_public_key_pem(actor.public_key_pem)
+                return VerifiedKey(key_id, actor.uri, public_key)
+        return None
 
     def _spend_budget(self, key_id: str) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_TYPE_LENGTH = 32
 KNOWN_TYPES = frozenset(
     {"Follow", "Undo", "Like", "Create", "Update", "Delete", "Accept", "Reject", "Announce"}
 )
@@ -27,7 +28,9 @@ def activity_type(value: Any) -> str | None:
     Multi-typed input is accepted (we never send it: Mastodon ignores it).
     """
     if isinstance(value, str):
-        return value if len(value) <= 64 else None
+        # At most the width of the type columns (inbound_activities.type is VARCHAR(32)): a
+        # longer type is nothing we act on, and on PostgreSQL storing it would fail with a 500.
+        return value if len(value) <= MAX_TYPE_LENGTH else None
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         known = {item for item in value if item in KNOWN_TYPES}
         return known.pop() if len(known) == 1 else None

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import actor_by_uri
 from flattrfed.activitypub.dispatch import Dispatcher, Ignored, Inbound
-from flattrfed.activitypub.origins import host_of
+from flattrfed.activitypub.origins import host_of, same_origin
 from flattrfed.activitypub.reading import activity_type, id_of
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
@@ -112,6 +112,15 @@ class LikeReceiver:
             raise Ignored("Undo of a Like by another actor")
         if activity_type(like.get("type")) != "Like":
             raise Ignored("Undo of something that is not a Like")
+        # The embedded Like is the sender's word only: its id must be one the sender may speak
+        # for (FEP-fe34, as the inbox requires of the Undo itself). Otherwise an Undo arriving
+        # "before its Like" would record, under the sender's name, a Like id on another server,
+        # and that server's real Like with this id would later be dropped as a duplicate.
+        like_id = like.get("id")
+        if not isinstance(like_id, str) or not same_origin(
+            like_id, inbound.actor_uri, allow_http=True
+        ):
+            raise Ignored("Undo of a Like whose id is not on the actor's origin")
         return await self._undo(like, inbound.actor_uri)
 
     async def on_undo_reference(self, inbound: Inbound) -> str:

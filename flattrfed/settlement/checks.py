@@ -11,6 +11,13 @@ these rules (the invariant names start with their number in §2.4):
 * 2-no-overdraft: no member liability account (wallet, earnings, payouts pending) has a debit
   balance, computed from the postings rather than from the cached balance.
 * 2-balance-cache: every account's cached balance_minor equals the sum of its postings.
+* 3-conservation: every donor's frozen month close follows flattrfed-split/1 (B = q*n + fee +
+  carry with 0 <= carry < n, and the numbers are the rule's for its budget, wallet and fee);
+  once its shares are written there are exactly n of q each; once posted, its transaction
+  `close:{period}:{donor}` debits the wallet fee + q*n and credits income:fees the fee; no
+  share or close transaction lacks its close.
+* 4-shares: every share traces to its flattr's Like (same donor, Like and target), which was
+  not undone before the cutoff; one share per (donor, target) in a close.
 * 4-deposits: every credited deposit request has its transaction `deposit:{reference}` crediting
   the member's wallet with the request's amount; every `deposit:` transaction belongs to a
   credited request.
@@ -27,10 +34,10 @@ these rules (the invariant names start with their number in §2.4):
   so an edited row shows (tamper evidence).
 * 10-bounds: every posting amount and every balance is below 2**53 in magnitude.
 
-Not yet applicable, because what they govern does not exist yet: 3 (per-donor conservation,
-needs the month close and its shares), 4 for shares and statement lines (traceability to Likes
-and statements), 6 (bilateral symmetry, needs statements with peers), 8 (pending before posted,
-needs settlement with peers), and the period lock of 9 (needs closed periods).
+Not yet applicable, because what they govern does not exist yet: 4 for statement lines and
+bank payments (needs statements with peers), 6 (bilateral symmetry, needs statements), 8
+(pending before posted, needs settlement with peers: local earnings are backed by cash at once),
+and the period lock of 9 (shares carry no time of writing to compare with the close).
 
 Each check is one SQL statement, so each sees one consistent state even while postings go on.
 """
@@ -46,18 +53,23 @@ from sqlalchemy import String, and_, case, cast, distinct, exists, func, literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.db.models import (
+    ClearingRun,
     DepositRequest,
+    DonorClose,
     Flattr,
     LedgerAccount,
     LedgerPosting,
     LedgerTransaction,
     PayoutRequest,
+    Share,
     Thing,
 )
 from flattrfed.db.statements import table_of
+from flattrfed.money import split_budget
 from flattrfed.settlement.ledger import (
     AMOUNT_LIMIT,
     ASSET,
+    FEES,
     LIABILITY,
     account_kind,
     content_hash,
@@ -73,6 +85,10 @@ INVARIANTS: Final[Mapping[str, str]] = {
     "accounts": "every account code is in the chart; its kind and member_id match the code",
     "2-no-overdraft": "no member liability account has a debit balance (from the postings)",
     "2-balance-cache": "each account's balance_minor equals the sum of its postings",
+    "3-conservation": "each donor's close follows flattrfed-split/1: shares + fee + carry = B, "
+    "its shares are n times q, and its close transaction debits the wallet fee + q*n",
+    "4-shares": "each share traces to its flattr's Like, not undone before the cutoff, "
+    "one per (donor, target) per close",
     "4-deposits": "each credited deposit request has its deposit:{reference} transaction",
     "4-payouts": "each paid payout request has its payout:{id}:paid transaction",
     "4-one-flattr": "at most one flattr not undone per (donor, target, period)",
@@ -94,9 +110,16 @@ _deposits = table_of(DepositRequest)
 _payouts = table_of(PayoutRequest)
 _flattrs = table_of(Flattr)
 _things = table_of(Thing)
+_runs = table_of(ClearingRun)
+_closes = table_of(DonorClose)
+_shares = table_of(Share)
 
 _DEPOSIT_PREFIX = deposit_txid("")
 _PAYOUT_PREFIX = "payout:"
+_CLOSE_PREFIX = "close:"
+# Stages of a month close after which its shares, and its postings, are all written.
+_SHARES_WRITTEN = ("shares", "posted", "done")
+_POSTED = ("posted", "done")
 
 
 @dataclass
@@ -153,6 +176,8 @@ async def check_ledger(session: AsyncSession, currency: str) -> list[Problem]:
         _deposit_trace,
         _payout_trace,
         _flattr_rules,
+        _conservation,
+        _share_trace,
     ]
     for check in checks:
         await check(session, report, currency)
@@ -216,7 +241,11 @@ async def _chart(session: AsyncSession, report: _Report, _currency: str) -> None
         try:
             kind = account_kind(row.code)
         except ValueError:
-            report.add("accounts", f"account code {row.code!r} is not in the chart", [])
+            report.add(
+                "accounts",
+                f"account code {row.code!r} is not in the chart",
+                [f"account={row.code}"],
+            )
             continue
         if kind != row.kind:
             report.add(
@@ -579,4 +608,157 @@ async def _flattr_rules(session: AsyncSession, report: _Report, _currency: str) 
             "4-no-self-flattr",
             f"member {flattr.donor_id} flattred their own thing {flattr.thing_id}",
             [f"flattr={flattr.id}", f"thing={flattr.thing_id}"],
+        )
+
+
+async def _conservation(session: AsyncSession, report: _Report, _currency: str) -> None:
+    runs = {
+        row.id: row
+        for row in await session.execute(
+            select(_runs.c.id, _runs.c.period, _runs.c.stage, _runs.c.fee_bp)
+        )
+    }
+    shares = {
+        (row.run_id, row.donor_id): row
+        for row in await session.execute(
+            select(
+                _shares.c.run_id,
+                _shares.c.donor_id,
+                func.count(_shares.c.id).label("n"),
+                func.min(_shares.c.amount_minor).label("low"),
+                func.max(_shares.c.amount_minor).label("high"),
+            ).group_by(_shares.c.run_id, _shares.c.donor_id)
+        )
+    }
+    posted: dict[str, dict[str, int]] = {}
+    close_postings = (
+        select(_transactions.c.txid, _accounts.c.code, _postings.c.amount_minor)
+        .select_from(
+            _transactions.join(_postings, _postings.c.transaction_id == _transactions.c.id).join(
+                _accounts, _accounts.c.id == _postings.c.account_id
+            )
+        )
+        .where(func.substr(_transactions.c.txid, 1, len(_CLOSE_PREFIX)) == _CLOSE_PREFIX)
+    )
+    async for row in await session.stream(close_postings):
+        posted.setdefault(row.txid, {})[row.code] = int(row.amount_minor)
+
+    closes = select(_closes).order_by(_closes.c.run_id, _closes.c.donor_id)
+    async for close in await session.stream(closes):
+        run = runs[close.run_id]
+        name = f"donor_close={close.id}"
+        about = f"the close of member {close.donor_id} for {run.period}"
+        n, q, fee, carry = close.things, close.share_minor, close.fee_minor, close.carry_minor
+        if close.spent_minor != q * n + fee + carry or not (0 <= carry < max(n, 1)):
+            report.add(
+                "3-conservation",
+                f"{about}: shares {q}x{n} + fee {fee} + carry {carry} "
+                f"is not B = {close.spent_minor} (with 0 <= carry < n)",
+                [name],
+            )
+            continue
+        try:
+            split = split_budget(close.budget_minor, max(close.wallet_minor, 0), run.fee_bp, n)
+        except (TypeError, ValueError) as error:
+            report.add("3-conservation", f"{about}: {error}", [name])
+            continue
+        frozen = (close.spent_minor, fee, q, carry)
+        rule = (split.spent_minor, split.fee_minor, split.share_minor, split.carry_minor)
+        if frozen != rule:
+            report.add(
+                "3-conservation",
+                f"{about} froze (B, fee, q, carry) = {frozen}, but flattrfed-split/1 gives {rule}",
+                [name],
+            )
+        got = shares.pop((close.run_id, close.donor_id), None)
+        count, low, high = (got.n, got.low, got.high) if got is not None else (0, q, q)
+        if run.stage in _SHARES_WRITTEN and (count != n or not low == high == q):
+            report.add(
+                "3-conservation",
+                f"{about} has {count} shares of {low} to {high}, not {n} shares of {q}",
+                [name],
+            )
+        debit = fee + q * n
+        if run.stage in _POSTED and debit:
+            txid = f"{_CLOSE_PREFIX}{run.period}:{close.donor_id}"
+            lines = posted.pop(txid, None)
+            if lines is None:
+                report.add("3-conservation", f"{about} has no transaction {txid}", [name])
+            elif lines.get(wallet(close.donor_id)) != debit or -lines.get(FEES, 0) != fee:
+                report.add(
+                    "3-conservation",
+                    f"transaction {txid} debits the wallet {lines.get(wallet(close.donor_id))} "
+                    f"and credits fees {-lines.get(FEES, 0)}, not fee + q*n = {debit} "
+                    f"and fee {fee}",
+                    [name, f"txid={txid}"],
+                )
+    for (run_id, donor_id), row in sorted(shares.items()):
+        report.add(
+            "3-conservation",
+            f"member {donor_id} has {row.n} shares in the close of {runs[run_id].period} "
+            "but no frozen split",
+            [f"clearing_run={run_id}"],
+        )
+    for txid in sorted(posted):
+        report.add(
+            "3-conservation", f"transaction {txid} belongs to no posted close", [f"txid={txid}"]
+        )
+
+
+async def _share_trace(session: AsyncSession, report: _Report, _currency: str) -> None:
+    mismatched = (
+        select(
+            _shares.c.id,
+            _shares.c.flattr_id,
+            _runs.c.period,
+            (_shares.c.donor_id != _flattrs.c.donor_id).label("donor"),
+            (_shares.c.like_uri != _flattrs.c.like_uri).label("like"),
+            (_shares.c.target_uri != _flattrs.c.target_uri).label("target"),
+            and_(_flattrs.c.undone_at.is_not(None), _flattrs.c.undone_at < _runs.c.cutoff).label(
+                "undone"
+            ),
+        )
+        .select_from(
+            _shares.join(_flattrs, _flattrs.c.id == _shares.c.flattr_id).join(
+                _runs, _runs.c.id == _shares.c.run_id
+            )
+        )
+        .where(
+            or_(
+                _shares.c.donor_id != _flattrs.c.donor_id,
+                _shares.c.like_uri != _flattrs.c.like_uri,
+                _shares.c.target_uri != _flattrs.c.target_uri,
+                and_(_flattrs.c.undone_at.is_not(None), _flattrs.c.undone_at < _runs.c.cutoff),
+            )
+        )
+        .order_by(_shares.c.id)
+    )
+    for row in await session.execute(mismatched):
+        faults = [
+            text
+            for flag, text in (
+                (row.donor, "another donor"),
+                (row.like, "another Like"),
+                (row.target, "another target"),
+                (row.undone, "a Like undone before the cutoff"),
+            )
+            if flag
+        ]
+        report.add(
+            "4-shares",
+            f"share {row.id} of {row.period} traces to {', '.join(faults)}",
+            [f"share={row.id}", f"flattr={row.flattr_id}"],
+        )
+    count = func.count(_shares.c.id)
+    doubled = (
+        select(_shares.c.run_id, _shares.c.donor_id, _shares.c.target_uri, count.label("n"))
+        .group_by(_shares.c.run_id, _shares.c.donor_id, _shares.c.target_uri)
+        .having(count > 1)
+        .order_by(_shares.c.run_id, _shares.c.donor_id, _shares.c.target_uri)
+    )
+    for row in await session.execute(doubled):
+        report.add(
+            "4-shares",
+            f"member {row.donor_id} has {row.n} shares for {row.target_uri} in one close",
+            [f"clearing_run={row.run_id}"],
         )

@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from flattrfed.activitypub.actors import actor_view, find_local_actor, is_visible
+from flattrfed.activitypub.documents import wants_activitypub
 from flattrfed.context import SERVICES
 from flattrfed.db.models import Follow, Post
 
@@ -16,13 +17,18 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/@{name}")
-@aiohttp_jinja2.template("profile.html")
-async def profile(request: web.Request) -> dict[str, Any]:
+async def profile(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     async with services.database.sessions() as session:
         actor = await find_local_actor(session, username=request.match_info["name"])
         if actor is None or actor.kind == "instance" or not await is_visible(session, actor):
             raise web.HTTPNotFound()
+        if wants_activitypub(request.headers.get("Accept")):
+            # Someone pasted the profile URL into Mastodon's (or Fedify's) search: those fetch
+            # it asking for ActivityStreams, and follow a redirect to the actor document.
+            raise web.HTTPFound(
+                services.urls.actor(actor.kind, actor.username), headers={"Vary": "Accept"}
+            )
         view = await actor_view(session, services.urls, actor)
         followers = await session.scalar(
             select(func.count()).select_from(Follow).where(Follow.target_id == actor.id)
@@ -35,7 +41,7 @@ async def profile(request: web.Request) -> dict[str, Any]:
                 .limit(20)
             )
         ).all()
-    return {
+    context: dict[str, Any] = {
         "settings": services.settings,
         "view": view,
         "handle": f"@{actor.username}@{services.settings.host}",
@@ -43,3 +49,6 @@ async def profile(request: web.Request) -> dict[str, Any]:
         "posts": posts,
         "kind_label": "thing" if actor.kind == "thing" else "member",
     }
+    response = aiohttp_jinja2.render_template("profile.html", request, context)
+    response.headers["Vary"] = "Accept"
+    return response

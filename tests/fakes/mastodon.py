@@ -457,6 +457,15 @@ class FakePeer:
         """Mastodon's rules for an inbound POST; appends what fails to `delivery.problems`."""
         problems = delivery.problems
         now = self.now()
+        # Independent of our signatures module first, so a shared mistake still shows.
+        problems.extend(self._date_problems(delivery.headers.get("date"), now))
+        digest = delivery.headers.get("digest", "")
+        if digest != f"SHA-256={sha256_base64(body)}":
+            problems.append(f"Digest {digest!r} is not SHA-256 of the body")
+        if delivery.headers.get("host") != self.host:
+            problems.append(f"Host {delivery.headers.get('host')!r} is not {self.host}")
+        if not is_activitypub_type(delivery.headers.get("content-type", "")):
+            problems.append(f"Content-Type {delivery.headers.get('content-type')!r}")
         try:
             parsed = signatures.parse_signature(
                 request.method, request.raw_path, request.headers, body, now, origin=self.base_url
@@ -472,14 +481,6 @@ class FakePeer:
         missing = {"(request-target)", "host", "date", "digest"} - set(parsed.covered)
         if missing:
             problems.append(f"not signed: {sorted(missing)}")
-        problems.extend(self._date_problems(delivery.headers.get("date"), now))
-        digest = delivery.headers.get("digest", "")
-        if digest != f"SHA-256={sha256_base64(body)}":
-            problems.append(f"Digest {digest!r} is not SHA-256 of the body")
-        if delivery.headers.get("host") != self.host:
-            problems.append(f"Host {delivery.headers.get('host')!r} is not {self.host}")
-        if not is_activitypub_type(delivery.headers.get("content-type", "")):
-            problems.append(f"Content-Type {delivery.headers.get('content-type')!r}")
         try:
             activity = json.loads(body)
         except ValueError:

@@ -234,3 +234,90 @@ async def test_two_concurrent_closes_run_the_period_once(
     assert len(state_now["closes"]) == 2
     async with database.sessions() as session:
         assert await check_ledger(session, "EUR") == []
+
+
+async def test_the_worker_closes_each_month_by_itself_after_the_grace_window(
+    federation: Any,
+) -> None:
+    alpha = await federation.start("alpha", close_grace_hours=2)
+    carol = await alpha.create_member("carol")
+    thing = await alpha.create_thing(carol, "zine", "Zine")
+    ann = await alpha.create_member("ann")
+    services = alpha.services
+    async with services.database.transaction() as session:
+        donor = await session.get(Member, ann.id)
+        assert donor is not None
+        donor.monthly_budget_minor = 500
+        await record_deposit(
+            session,
+            member=donor,
+            amount=Money(800, "EUR"),
+            bank_reference="t1",
+            currency="EUR",
+            now=federation.clock.now(),
+        )
+        target = Target(
+            alpha.actor_uri("zine", "thing"),
+            alpha.actor_uri("zine", "thing"),
+            alpha.host,
+            "Zine",
+            "Zine",
+            local_thing_id=thing.id,
+            flattrfed=True,
+        )
+        await flattr(session, services.urls, donor, target, federation.clock.now())
+    # 2026-11-15 now; the close of November is due on 2026-12-01 02:00 UTC.
+    await alpha.run_worker()
+    async with services.database.sessions() as session:
+        runs = (await session.scalars(select(ClearingRun))).all()
+        # October was due long ago (an instance started late closes the missed month).
+        assert [(run.period, run.stage) for run in runs] == [("2026-10", "done")]
+    federation.clock.set(datetime(2026, 12, 1, 1, 59, tzinfo=UTC))
+    await alpha.run_worker()
+    async with services.database.sessions() as session:
+        assert len((await session.scalars(select(ClearingRun))).all()) == 1
+    federation.clock.set(datetime(2026, 12, 1, 2, tzinfo=UTC))
+    await alpha.run_worker()
+    async with services.database.sessions() as session:
+        runs = (await session.scalars(select(ClearingRun).order_by(ClearingRun.period))).all()
+        assert [(run.period, run.stage) for run in runs] == [
+            ("2026-10", "done"),
+            ("2026-11", "done"),
+        ]
+        assert await ledger.owed_to_member(session, ledger.earnings_available(carol.id)) == 500
+        assert await ledger.owed_to_member(session, ledger.wallet(ann.id)) == 300
+        assert await check_ledger(session, "EUR") == []
+
+
+async def test_clearing_commands_close_a_period_and_report_it(
+    database: Database,
+    november_clock: ManualClock,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from flattrfed.cli import main
+
+    await populate(database, november_clock)
+    for key, value in {
+        "FLATTRFED_BASE_URL": "https://alpha.example",
+        "FLATTRFED_DATA_DIR": str(tmp_path),
+        "FLATTRFED_DATABASE_URL": database.url,
+        "FLATTRFED_FEE_BP": str(FEE_BP),
+    }.items():
+        monkeypatch.setenv(key, value)
+    # The command line runs its own event loop, so it runs in a thread here.
+    assert await asyncio.to_thread(main, ["clearing", "status", "2026-11", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stage"] == "not started"
+    # The real clock is far past November 2026 + grace in any run of this test after that date;
+    # before it, the command must refuse with the date it can run from.
+    code = await asyncio.to_thread(main, ["clearing", "close", "2026-11", "--json"])
+    output = capsys.readouterr()
+    if code == 0:
+        report = json.loads(output.out)
+        assert report["stage"] == "done"
+        assert report["donors"] == 2
+    else:
+        assert "can be closed from" in output.err

@@ -376,9 +376,27 @@ async def test_html_accept_is_redirected_to_the_profile_page(
             assert f"@{name}@{alpha.host}" in page.text
 
 
+async def test_profile_url_asked_for_activitypub_redirects_to_the_actor(
+    federation: Federation, alpha: Instance
+) -> None:
+    """Mastodon's search fetches a pasted profile URL asking for JSON, following redirects."""
+    for name, kind in ACTORS:
+        for accept in AP_ACCEPTS:
+            answer = await get(federation, alpha.url(f"/@{name}"), accept)
+            assert answer.status == 302, accept
+            assert answer.headers["Location"] == alpha.actor_uri(name, kind)
+            assert "Accept" in answer.headers.getall("Vary")
+    async with federation.client().get(
+        alpha.url("/@blog"), headers={"Accept": ACTIVITY_JSON}
+    ) as response:
+        assert str(response.url) == alpha.actor_uri("blog", "thing")
+        assert (await response.json(content_type=None))["id"] == str(response.url)
+
+
 async def test_profile_pages_render(federation: Federation, alpha: Instance) -> None:
     page = await get(federation, alpha.url("/@blog"), "text/html")
     assert page.status == 200
+    assert "Accept" in page.headers.getall("Vary")
     assert "Alice&#39;s blog" in page.text
     assert "A blog about flattring" in page.text
     assert "Hello fediverse" in page.text

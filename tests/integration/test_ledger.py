@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
 from flattrfed.db.models import (
+    ClearingRun,
     DepositRequest,
+    DonorClose,
     Flattr,
     LedgerAccount,
     LedgerPosting,
     LedgerTransaction,
     Member,
     PayoutRequest,
+    Share,
     Thing,
 )
 from flattrfed.db.session import Database
@@ -404,24 +407,10 @@ class World:
 
 
 async def populate(database: Database) -> World:
-    """A small clean instance: a deposit, a month's spend, settled earnings, a paid payout."""
+    """A small clean instance: a deposit, a closed month (a local and a remote thing flattred,
+    10 % fee), and a paid payout."""
     donor, creator = await add_members(database, 2)
     await deposit(database, donor, 1000, "DEP-1")
-    await post_in_own_transaction(
-        database,
-        "close:2026-10:1",
-        [
-            (wallet(donor), 600),
-            (FEES, -60),
-            (earnings_pending(creator), -300),
-            (peer_payable("b.example"), -240),
-        ],
-    )
-    await post_in_own_transaction(
-        database,
-        "settle:1",
-        [(earnings_pending(creator), 300), (earnings_available(creator), -300)],
-    )
     async with database.transaction() as session:
         thing = (
             await session.execute(
@@ -430,19 +419,71 @@ async def populate(database: Database) -> World:
                 .returning(Thing.id)
             )
         ).scalar_one()
+        run = (
+            await session.execute(
+                insert(ClearingRun)
+                .values(
+                    period="2026-10",
+                    stage="done",
+                    cutoff=datetime(2026, 11, 1, tzinfo=UTC),
+                    fee_bp=1000,
+                    currency=CURRENCY,
+                    started_at=NOW,
+                    finished_at=NOW,
+                )
+                .returning(ClearingRun.id)
+            )
+        ).scalar_one()
+        # budget 600, wallet 1000: B = 600, fee 60, D = 540, n = 2, q = 270, carry 0.
         await session.execute(
-            insert(Flattr).values(
+            insert(DonorClose).values(
+                run_id=run,
                 donor_id=donor,
-                period="2026-10",
-                target_uri="https://a.example/things/blog",
-                payee_uri="https://a.example/things/blog",
-                payee_host="a.example",
-                thing_id=thing,
-                like_uri="https://a.example/likes/1",
-                status="payable",
-                created_at=NOW,
+                budget_minor=600,
+                wallet_minor=1000,
+                spent_minor=600,
+                fee_minor=60,
+                share_minor=270,
+                things=2,
+                carry_minor=0,
             )
         )
+        for number, (target, host, thing_id, creator_id) in enumerate(
+            [
+                ("https://a.example/things/blog", "a.example", thing, creator),
+                ("https://b.example/things/song", "b.example", None, None),
+            ]
+        ):
+            flattr = (
+                await session.execute(
+                    insert(Flattr)
+                    .values(
+                        donor_id=donor,
+                        period="2026-10",
+                        target_uri=target,
+                        payee_uri=target,
+                        payee_host=host,
+                        thing_id=thing_id,
+                        like_uri=f"https://a.example/likes/{number}",
+                        status="payable",
+                        created_at=NOW,
+                    )
+                    .returning(Flattr.id)
+                )
+            ).scalar_one()
+            await session.execute(
+                insert(Share).values(
+                    run_id=run,
+                    donor_id=donor,
+                    flattr_id=flattr,
+                    like_uri=f"https://a.example/likes/{number}",
+                    target_uri=target,
+                    payee_uri=target,
+                    payee_host=host,
+                    creator_id=creator_id,
+                    amount_minor=270,
+                )
+            )
         payout = (
             await session.execute(
                 insert(PayoutRequest)
@@ -450,6 +491,16 @@ async def populate(database: Database) -> World:
                 .returning(PayoutRequest.id)
             )
         ).scalar_one()
+    await post_in_own_transaction(
+        database,
+        f"close:2026-10:{donor}",
+        [
+            (wallet(donor), 600),
+            (FEES, -60),
+            (earnings_available(creator), -270),
+            (peer_payable("b.example"), -270),
+        ],
+    )
     await post_in_own_transaction(
         database,
         payout_txid(payout, "requested"),
@@ -469,7 +520,7 @@ async def test_a_clean_ledger_has_no_problems(database: Database) -> None:
         assert await member_balances(session, world.creator) == {
             "wallet": 0,
             "earnings_pending": 0,
-            "earnings_available": 100,
+            "earnings_available": 70,
             "payouts_pending": 0,
         }
         assert (await member_balances(session, world.donor))["wallet"] == 400
@@ -489,10 +540,10 @@ CORRUPTIONS: list[tuple[str, list[str], set[str], str]] = [
             " WHERE id = (SELECT p.id FROM ledger_postings p"
             " JOIN ledger_transactions t ON t.id = p.transaction_id"
             " JOIN ledger_accounts a ON a.id = p.account_id"
-            " WHERE t.txid = 'close:2026-10:1' AND a.code = 'income:fees')"
+            " WHERE t.txid LIKE 'close:%' AND a.code = 'income:fees')"
         ],
-        {"1-double-entry", "9-immutable", "2-balance-cache", "7-zero-sum"},
-        "txid=close:2026-10:1",
+        {"1-double-entry", "9-immutable", "2-balance-cache", "7-zero-sum", "3-conservation"},
+        "txid=close:2026-10:{donor}",
     ),
     (
         "a posting moved to another account",
@@ -502,10 +553,10 @@ CORRUPTIONS: list[tuple[str, list[str], set[str], str]] = [
             " WHERE id = (SELECT p.id FROM ledger_postings p"
             " JOIN ledger_transactions t ON t.id = p.transaction_id"
             " JOIN ledger_accounts a ON a.id = p.account_id"
-            " WHERE t.txid = 'close:2026-10:1' AND a.code = 'income:fees')"
+            " WHERE t.txid LIKE 'close:%' AND a.code = 'income:fees')"
         ],
-        {"9-immutable", "2-balance-cache"},
-        "txid=close:2026-10:1",
+        {"9-immutable", "2-balance-cache", "3-conservation"},
+        "txid=close:2026-10:{donor}",
     ),
     (
         "a cached balance changed",
@@ -515,9 +566,9 @@ CORRUPTIONS: list[tuple[str, list[str], set[str], str]] = [
     ),
     (
         "a memo edited",
-        ["UPDATE ledger_transactions SET memo = 'edited' WHERE txid = 'settle:1'"],
+        ["UPDATE ledger_transactions SET memo = 'edited' WHERE txid = 'deposit:DEP-1'"],
         {"9-immutable"},
-        "txid=settle:1",
+        "txid=deposit:DEP-1",
     ),
     (
         "an account in another currency",
@@ -535,10 +586,11 @@ CORRUPTIONS: list[tuple[str, list[str], set[str], str]] = [
         "an amount beyond 2**53",
         [
             "UPDATE ledger_postings SET amount_minor = amount_minor * 9007199254740992"
-            " WHERE transaction_id = (SELECT id FROM ledger_transactions WHERE txid = 'settle:1')"
+            " WHERE transaction_id ="
+            " (SELECT id FROM ledger_transactions WHERE txid LIKE 'payout:%\\:requested')"
         ],
         {"10-bounds", "9-immutable", "2-balance-cache", "2-no-overdraft"},
-        "txid=settle:1",
+        "txid=payout:{payout}:requested",
     ),
     (
         "a credited deposit without its transaction",
@@ -578,9 +630,52 @@ CORRUPTIONS: list[tuple[str, list[str], set[str], str]] = [
     ),
     (
         "a self-flattr",
-        ["UPDATE flattrs SET donor_id = :creator"],
-        {"4-no-self-flattr"},
+        ["UPDATE flattrs SET donor_id = :creator WHERE thing_id IS NOT NULL"],
+        # Its share now traces to a flattr of another donor, too.
+        {"4-no-self-flattr", "4-shares"},
         "thing={thing}",
+    ),
+    (
+        "a frozen split that does not add up",
+        ["UPDATE donor_closes SET carry_minor = 1"],
+        {"3-conservation"},
+        "donor_close=",
+    ),
+    (
+        "a frozen split that adds up but is not the rule's",
+        ["UPDATE donor_closes SET fee_minor = 62, share_minor = 269"],
+        {"3-conservation"},
+        "donor_close=",
+    ),
+    (
+        "a share changed",
+        ["UPDATE shares SET amount_minor = 271 WHERE creator_id IS NOT NULL"],
+        {"3-conservation"},
+        "donor_close=",
+    ),
+    (
+        "a share missing",
+        ["DELETE FROM shares WHERE creator_id IS NULL"],
+        {"3-conservation"},
+        "donor_close=",
+    ),
+    (
+        "a close without its transaction",
+        ["UPDATE ledger_transactions SET txid = 'renamed:1' WHERE txid LIKE 'close:%'"],
+        {"3-conservation"},
+        "donor_close=",
+    ),
+    (
+        "a share of a Like undone before the cutoff",
+        ["UPDATE flattrs SET undone_at = :undone WHERE thing_id IS NOT NULL"],
+        {"4-shares"},
+        "share=",
+    ),
+    (
+        "a share traced to another Like",
+        ["UPDATE shares SET like_uri = 'https://a.example/likes/x' WHERE creator_id IS NOT NULL"],
+        {"4-shares"},
+        "share=",
     ),
 ]
 
@@ -600,6 +695,11 @@ async def test_check_finds_each_corruption(
         "thing": world.thing,
         "wallet": wallet(world.donor),
         "now": "2026-11-15 12:00:00.000000" if database.dialect == "sqlite" else NOW,
+        "undone": (
+            "2026-10-20 00:00:00.000000"
+            if database.dialect == "sqlite"
+            else datetime(2026, 10, 20, tzinfo=UTC)
+        ),
     }
     await run_sql(database, *statements, **values)
     problems = await problems_of(database)
