@@ -275,7 +275,7 @@ class InboxSink:
             if (type is None or delivery.type == type) and (path is None or delivery.path == path)
         ]
 
-    async def wait_for_requests(self, count: int, seconds: float = 5.0) -> None:
+    async def wait_for_requests(self, count: int, seconds: float = 30.0) -> None:
         """Wait (in real time, briefly) until `count` POSTs have arrived in all."""
         async with asyncio.timeout(seconds), self._arrived:
             await self._arrived.wait_for(lambda: len(self.received) >= count)

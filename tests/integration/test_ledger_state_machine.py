@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import ManualClock
@@ -127,7 +128,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
         self.run(make())
 
-    async def _member(self, session: Any, name: str) -> Member:
+    async def _member(self, session: AsyncSession, name: str) -> Member:
         member = await session.get(Member, self.ids[name])
         assert member is not None
         return member

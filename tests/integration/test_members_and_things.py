@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -191,14 +192,15 @@ async def test_thing_fields_are_validated_and_edits_reach_followers(
             image_url="https://img.example/pod.png",
         )
         assert thing.tags == ["music", "jazz"]
-        for bad in [
+        bad_edits: list[dict[str, Any]] = [
             {"category": "weapons"},
             {"image_url": "javascript:alert(1)"},
             {"external_url": "ftp://x.example/"},
             {"title": ""},
             {"tags": [str(n) for n in range(11)]},
             {"language": "not a language"},
-        ]:
+        ]
+        for bad in bad_edits:
             with pytest.raises(ThingError):
                 await edit_thing(session, urls, ada, thing.id, clock.now(), **bad)
         await edit_thing(session, urls, ada, thing.id, clock.now(), title="Pod 2")
