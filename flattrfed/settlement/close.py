@@ -302,10 +302,13 @@ class MonthClose:
                 if close.fee_minor:
                     credits[ledger.FEES] -= close.fee_minor
                 debit = close.fee_minor + close.share_minor * close.things
-                postings = [(ledger.wallet(close.donor_id), debit), *credits.items()]
+                if debit == 0:
+                    continue  # e.g. a wallet of 5 cents over 10 things: q = 0, nothing moves
+                nonzero = [(code, amount) for code, amount in credits.items() if amount]
+                postings = [(ledger.wallet(close.donor_id), debit), *nonzero]
                 await ledger.post(
                     session,
-                    txid=f"close:{run.period}:{close.donor_id}",
+                    txid=ledger.close_txid(run.period, close.donor_id),
                     kind="close",
                     postings=postings,
                     currency=run.currency,

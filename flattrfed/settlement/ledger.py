@@ -184,6 +184,11 @@ def deposit_txid(reference: str) -> str:
     return f"deposit:{reference}"
 
 
+def close_txid(period: str, donor_id: int) -> str:
+    """The txid of one donor's month close, `close:{period}:{donor_id}`."""
+    return f"close:{period}:{donor_id}"
+
+
 def payout_txid(payout_id: int, step: Literal["requested", "paid", "cancelled"]) -> str:
     """The txid of one step of a payout request, e.g. `payout:7:paid`."""
     return f"payout:{payout_id}:{step}"

@@ -321,3 +321,37 @@ async def test_clearing_commands_close_a_period_and_report_it(
         assert report["donors"] == 2
     else:
         assert "can be closed from" in output.err
+
+
+async def test_a_wallet_too_small_for_one_minor_unit_per_thing_moves_nothing(
+    database: Database, november_clock: ManualClock
+) -> None:
+    async with database.transaction() as session:
+        donor = await create_member(
+            session, username="tiny", password="x" * 12, is_admin=False, now=november_clock.now()
+        )
+        donor.monthly_budget_minor = 1000
+        await record_deposit(
+            session,
+            member=donor,
+            amount=Money(5, "EUR"),
+            bank_reference="tiny",
+            currency="EUR",
+            now=november_clock.now(),
+        )
+        for number in range(10):
+            await flattr(session, URLS, donor, remote_target(number), november_clock.now())
+        donor_id = donor.id
+    november_clock.set(NOVEMBER.closes_at(GRACE))
+    result = await closer(database, november_clock).run(NOVEMBER, FEE_BP)
+    assert result.stage == "done"
+    async with database.sessions() as session:
+        (close,) = (await session.scalars(select(DonorClose))).all()
+        assert (close.spent_minor, close.fee_minor, close.share_minor, close.carry_minor) == (
+            5,
+            0,
+            0,
+            5,
+        )
+        assert await ledger.owed_to_member(session, ledger.wallet(donor_id)) == 5
+        assert await check_ledger(session, "EUR") == []
