@@ -26,6 +26,7 @@ from flattrfed.config import Settings
 from flattrfed.context import SERVICES, Services
 from flattrfed.db.migrate import ensure_schema_current
 from flattrfed.db.session import Database
+from flattrfed.flattring.claims import expire_pending, refresh_pending
 from flattrfed.flattring.receiving import LikeReceiver
 from flattrfed.paths import STATIC_DIR, TEMPLATES_DIR
 from flattrfed.settlement.schedule import CLOSE_KIND, CloseScheduler
@@ -85,7 +86,16 @@ def create_app(
     protocol.undo_reference_fallback = likes.on_undo_reference
     deliverer = Deliverer(database, client, clock, urls, allow_http=settings.allow_http)
 
-    scheduler = CloseScheduler(database, clock, settings)
+    async def before_close() -> None:
+        """Claims made since the last look release their pending flattrs; old ones expire."""
+        try:
+            await refresh_pending(services)
+        except Exception:
+            log.exception("checking claims before the close failed; closing anyway")
+        async with database.transaction() as session:
+            await expire_pending(session, clock.now(), settings.pending_expiry_months)
+
+    scheduler = CloseScheduler(database, clock, settings, before_close)
     worker = Worker(
         database,
         clock,

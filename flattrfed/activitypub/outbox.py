@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import uuid
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,7 +39,11 @@ async def publish_post(
     if len(text) > MAX_POST_CHARS:
         raise ValueError(f"a post has at most {MAX_POST_CHARS} characters")
     actor_uri = urls.actor(actor.kind, actor.username)
-    post = Post(actor_id=actor.id, uri="", content=text_to_html(text), published_at=now)
+    # The uri needs the row's id, so a placeholder goes first. It must be unique: with one
+    # shared "" every concurrent publish waited on the unique index until the first
+    # transaction ended (PostgreSQL), so posts went out one transaction at a time.
+    placeholder = f"urn:uuid:{uuid.uuid4()}"
+    post = Post(actor_id=actor.id, uri=placeholder, content=text_to_html(text), published_at=now)
     session.add(post)
     await session.flush()
     post.uri = urls.post(actor_uri, post.id)

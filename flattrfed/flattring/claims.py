@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from flattrfed.activitypub.actors import actor_by_uri
 from flattrfed.activitypub.client import FetchError
 from flattrfed.activitypub.documents import ACTOR_TYPES
 from flattrfed.activitypub.nodeinfo import flattrfed_metadata
@@ -33,7 +34,7 @@ class ClaimError(ValueError):
 
 
 def linked_uris(document: dict[str, Any]) -> list[str]:
-    """URIs an actor document links to from structured fields (alsoKnownAs, attachment, url)."""
+    """URIs an actor document links to from structured fields (alsoKnownAs, attachment)."""
     found: list[str] = []
     aliases = document.get("alsoKnownAs")
     if isinstance(aliases, list):
@@ -88,26 +89,42 @@ async def verify_claim(services: Services, claim_id: int) -> IdentityClaim:
     }
     error: str | None = None
     try:
+        # A profile page URL (…/@carol) leads to the actor by its id: refetch that id.
         document = await services.client.fetch_activitypub(
-            claim.remote_actor_uri, signer=await services.keys.instance_signer()
+            claim.remote_actor_uri,
+            signer=await services.keys.instance_signer(),
+            refetch_unknown_id=True,
         )
+        canonical = str(document["id"])
         if activity_type(document.get("type")) not in ACTOR_TYPES:
             error = "that address is not a fediverse account"
         elif not ours & set(linked_uris(document)):
             error = (
-                "the account does not link back yet: add "
-                f"{services.urls.profile('person', member.username)} to its profile"
+                "the account does not link back yet: add your actor address "
+                f"{services.urls.actor('person', member.username)} to its profile "
+                "(a profile field, or its alsoKnownAs)"
             )
     except FetchError as failure:
         error = f"could not fetch the account ({failure.reason})"
+        canonical = claim.remote_actor_uri
     now = services.clock.now()
     async with services.database.transaction() as session:
         claim = await session.get(IdentityClaim, claim_id)
         assert claim is not None
         claim.last_check_error = error
         if error is None:
-            claim.state = "verified"
-            claim.verified_at = claim.verified_at or now
+            # Pending flattrs name the actor by its id, so the claim must too.
+            taken = await session.scalar(
+                select(IdentityClaim.id).where(
+                    IdentityClaim.remote_actor_uri == canonical, IdentityClaim.id != claim.id
+                )
+            )
+            if taken is not None:
+                error = "another member has claimed that account"
+            else:
+                claim.remote_actor_uri = canonical
+                claim.state = "verified"
+                claim.verified_at = claim.verified_at or now
     if error is not None:
         raise ClaimError(error)
     await release_pending(services, claim.remote_actor_uri)
@@ -137,7 +154,9 @@ async def find_claimant(services: Services, payee_uri: str) -> str | None:
             continue
         try:
             host = host_of(candidate, allow_http=allow_http)
-            document = await services.client.fetch_activitypub(candidate, signer=signer)
+            document = await services.client.fetch_activitypub(
+                candidate, signer=signer, refetch_unknown_id=True
+            )
         except (BadUri, FetchError):
             continue
         aliases = document.get("alsoKnownAs")
@@ -158,6 +177,18 @@ async def release_pending(services: Services, payee_uri: str) -> int:
     now = services.clock.now()
     host = host_of(claimant, allow_http=services.settings.allow_http)
     async with services.database.transaction() as session:
+        claimant_actor = await actor_by_uri(session, services.urls, claimant)
+        if claimant_actor is not None and claimant_actor.member_id is not None:
+            # A donor who turns out to be the author flattred themselves: no money moves.
+            await session.execute(
+                update(Flattr)
+                .where(
+                    Flattr.payee_uri == payee_uri,
+                    Flattr.status == PENDING,
+                    Flattr.donor_id == claimant_actor.member_id,
+                )
+                .values(status=EXPIRED)
+            )
         result = await session.execute(
             update(Flattr)
             .where(

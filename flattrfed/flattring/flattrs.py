@@ -30,13 +30,19 @@ PENDING = "pending"
 EXPIRED = "expired"
 
 
-async def _check_allowed(session: AsyncSession, donor: Member, target: Target) -> None:
+async def _check_allowed(
+    session: AsyncSession, donor: Member, target: Target, receiving_needs_budget: bool
+) -> None:
     if donor.monthly_budget_minor is None:
         raise CannotFlattr("set a monthly budget before flattring")
     if target.local_thing_id is not None:
         thing = await session.get(Thing, target.local_thing_id)
         if thing is not None and thing.owner_id == donor.id:
             raise CannotFlattr("you cannot flattr your own thing")
+        owner = await session.get(Member, thing.owner_id) if thing is not None else None
+        if receiving_needs_budget and owner is not None and owner.monthly_budget_minor is None:
+            # Flattr's rule until 2011, optional here: only those who give can receive.
+            raise CannotFlattr("this creator takes flattrs only while flattring others")
     own_identity = await session.scalar(
         select(IdentityClaim.id).where(
             IdentityClaim.member_id == donor.id,
@@ -51,10 +57,16 @@ async def _check_allowed(session: AsyncSession, donor: Member, target: Target) -
 
 
 async def flattr(
-    session: AsyncSession, urls: LocalUrls, donor: Member, target: Target, now: datetime
+    session: AsyncSession,
+    urls: LocalUrls,
+    donor: Member,
+    target: Target,
+    now: datetime,
+    *,
+    receiving_needs_budget: bool = False,
 ) -> Flattr:
     """Record the flattr and its Like (and the Like's delivery) in the caller's transaction."""
-    await _check_allowed(session, donor, target)
+    await _check_allowed(session, donor, target, receiving_needs_budget)
     period = str(Period.of(now))
     existing = await session.scalar(
         select(Flattr).where(

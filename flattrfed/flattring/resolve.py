@@ -9,10 +9,11 @@ from sqlalchemy import select
 from flattrfed.activitypub.actors import actor_by_uri, find_local_actor
 from flattrfed.activitypub.client import FetchError
 from flattrfed.activitypub.documents import ACTOR_TYPES
+from flattrfed.activitypub.hosts import is_blocked
 from flattrfed.activitypub.interactions import LookupFailed, parse_handle, webfinger
 from flattrfed.activitypub.keys import KeyUnavailable
 from flattrfed.activitypub.nodeinfo import flattrfed_metadata
-from flattrfed.activitypub.origins import BadUri, host_of, origin_of, same_origin
+from flattrfed.activitypub.origins import BadUri, domain_of, host_of, origin_of, same_origin
 from flattrfed.activitypub.reading import activity_type, id_of
 from flattrfed.context import Services
 from flattrfed.db.models import LocalActor, Post, Thing
@@ -52,7 +53,8 @@ async def _local_target(services: Services, actor: LocalActor, post: Post | None
         raise CannotFlattr("this thing is not available")
     thing_uri = urls.actor("thing", actor.username)
     return Target(
-        target_uri=post.uri if post is not None else thing_uri,
+        # A post's flattr is its thing's: one flattr per donor, thing and month (DESIGN §3).
+        target_uri=thing_uri,
         payee_uri=thing_uri,
         payee_host=services.settings.host,
         title=thing.title,
@@ -101,6 +103,9 @@ async def resolve_target(services: Services, text: str) -> Target:
 
 
 async def _remote_target(services: Services, url: str) -> Target:
+    async with services.database.sessions() as session:
+        if await is_blocked(session, domain_of(url, allow_http=services.settings.allow_http)):
+            raise CannotFlattr("this instance does not federate with that server")
     signer = await services.keys.instance_signer()
     try:
         document = await services.client.fetch_activitypub(
@@ -126,8 +131,11 @@ async def _remote_target(services: Services, url: str) -> Target:
         raise CannotFlattr(f"could not fetch the author ({error.reason})") from None
     host = host_of(author.uri, allow_http=services.settings.allow_http)
     advertised = flattrfed_metadata(await services.nodeinfo.get(host, services.clock.now()))
+    # On a flattrfed instance the author is the thing, and a post's flattr is the thing's; a
+    # post of a plain fediverse author is a thing of its own (as a blog post was on Flattr).
+    target_uri = author.uri if advertised is not None else object_uri
     return Target(
-        target_uri=object_uri,
+        target_uri=target_uri,
         payee_uri=author.uri,
         payee_host=host,
         title=title or author.name or author.preferred_username,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -121,7 +122,7 @@ async def edit_thing(
         view = await actor_view(session, urls, actor)
         update = update_actor_activity(
             actor_document(view),
-            activity_uri=f"{view.uri}#updates/{int(now.timestamp())}",
+            activity_uri=f"{view.uri}#updates/{secrets.token_hex(8)}",
             published=now,
         )
         await deliver_to_followers(session, actor=actor, activity=update, now=now)

@@ -108,6 +108,8 @@ async def record_deposit(
     if duplicate is not None:
         raise WalletError(f"bank transfer {bank_reference!r} was already recorded")
     if reference is not None:
+        if not reference_is_well_formed(reference.strip().upper()):
+            raise WalletError(f"{reference!r} is not a deposit reference (mistyped?)")
         request = await session.scalar(
             select(DepositRequest).where(DepositRequest.reference == reference.strip().upper())
         )

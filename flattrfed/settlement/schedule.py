@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from flattrfed.activitypub.urls import LocalUrls
@@ -27,11 +28,19 @@ class CloseScheduler:
     close's own lease makes running it twice harmless.
     """
 
-    def __init__(self, database: Database, clock: Clock, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        settings: Settings,
+        before_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.database = database
         self.clock = clock
         self.settings = settings
         self.grace = timedelta(hours=settings.close_grace_hours)
+        # Claims found and pending flattrs expired just before the close (app.py wires it).
+        self.before_close = before_close
 
     def closer(self, runner_id: str = "scheduler") -> MonthClose:
         return MonthClose(
@@ -67,9 +76,12 @@ class CloseScheduler:
 
     async def handle(self, job: Job) -> None:
         period = Period.parse(str(job.payload["period"]))
+        # Queue next month first: a close that keeps failing must not stop the months after it.
+        await self.schedule(period.next())
+        if self.before_close is not None:
+            await self.before_close()
         result = await self.close(period, runner_id=f"worker-job-{job.id}")
         log.info(
             "month closed",
             extra={"period": result.period, "donors": result.donors, "shares": result.shares},
         )
-        await self.schedule(period.next())

@@ -690,6 +690,7 @@ async def test_a13_key_id_on_another_origin_claimed_only_by_the_actor_is_refused
         (timedelta(hours=-2), timedelta(0), False),  # dated 2 h in the future
         (timedelta(minutes=-55), timedelta(0), True),  # a clock 55 min fast
     ],
+    ids=["replayed-70-min-later", "55-min-in-transit", "2-h-in-the-future", "55-min-fast"],
 )
 async def test_s1_date_window_end_to_end(
     scene: Scene, signed_ago: timedelta, advance: timedelta, accepted: bool
@@ -1038,7 +1039,6 @@ async def test_r4_nodeinfo_link_to_refused_address(
     client = scene.alpha.services.client
     for href in [
         private.url("/admin"),
-        "http://10.0.0.1/admin",
         'data:application/json,{"software":{"name":"mastodon"}}',
         evil.url("/redirect-to-private"),
     ]:
@@ -1055,8 +1055,6 @@ async def test_r4_nodeinfo_link_to_refused_address(
         )
         # Whatever reads NodeInfo fetches the advertised link through the same client.
         link = links["links"][0]["href"]
-        if link.startswith("http://10."):
-            continue  # never connected to, even to see it refused (see R2's classification)
         with pytest.raises(FetchError):
             await client.fetch_json(
                 link, accept="application/json", allowed_types=["application/json"]

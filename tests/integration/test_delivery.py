@@ -646,6 +646,31 @@ async def test_a_post_whose_transaction_rolls_back_leaves_no_delivery_row(
     assert sink.deliveries("Create") == []
 
 
+async def test_posts_in_concurrent_transactions_do_not_wait_for_each_other(
+    federation: Federation, make_sink: SinkFactory
+) -> None:
+    alpha, _blog_uri = await start_blog(federation)
+    if alpha.services.database.dialect != "postgresql":
+        pytest.skip("SQLite has one writer at a time by design; this is about PostgreSQL")
+    sink = await make_sink()
+    await follow_blog(alpha, sink, sink.add_actor("ann"))
+    blog = await alpha.actor("blog")
+    database, urls = alpha.services.database, alpha.services.urls
+
+    async def publish(text: str) -> Post:
+        async with database.transaction() as session:
+            return await publish_post(session, urls, blog, text, clock_now(alpha))
+
+    async with database.transaction() as session:
+        first = await publish_post(session, urls, blog, "Slow to commit", clock_now(alpha))
+        # Before the placeholder uri was unique, this waited on the first transaction.
+        second = await asyncio.wait_for(publish("Meanwhile"), 10)
+    await alpha.run_worker()
+    assert sorted(d.activity["id"] for d in sink.deliveries("Create")) == sorted(
+        [create_id(first), create_id(second)]
+    )
+
+
 async def test_a_delivery_claimed_by_a_worker_that_crashed_is_sent_once_after_the_lease(
     federation: Federation, make_sink: SinkFactory
 ) -> None:

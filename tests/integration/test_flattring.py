@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
-from flattrfed.db.models import Flattr, Member, ReceivedLike
+from flattrfed.db.models import Flattr, Member, ReceivedLike, WorkItem
 from flattrfed.flattring.claims import ClaimError, add_claim, refresh_pending, verify_claim
 from flattrfed.flattring.flattrs import flattr, unflattr
 from flattrfed.flattring.resolve import CannotFlattr, resolve_target
@@ -132,7 +132,9 @@ async def test_flattr_of_a_local_thing_is_received_without_http(federation: Fede
     assert row.thing_id is not None
     (like,) = await received(alpha)
     assert like.flattr_period == row.period
-    assert await federation.step_workers() == 0
+    async with alpha.services.database.sessions() as session:
+        kinds = (await session.scalars(select(WorkItem.kind))).all()
+    assert "deliver" not in kinds
 
 
 async def test_claimed_identity_releases_pending_flattrs_to_the_claimant(
