@@ -44,14 +44,23 @@ class Inbound:
 InboundHandler = Callable[[Inbound], Awaitable[str]]
 
 
-def dispatch_key(activity_kind: str, activity: dict[str, Any]) -> str:
-    """`Undo:Like`, `Undo:Follow`: an Undo is routed by what it embeds."""
+EMBEDDING_TYPES = frozenset({"Undo", "Offer", "Accept", "Reject", "Update"})
+
+
+def dispatch_keys(activity_kind: str, activity: dict[str, Any]) -> list[str]:
+    """Handler keys to try, most specific first: `Undo:Like`, `Offer:SettlementStatement`,
+    `Accept:StatementResponse`, then the plain type (`Accept` of a Follow, say)."""
+    embedded = activity.get("object")
+    if activity_kind in EMBEDDING_TYPES and isinstance(embedded, dict):
+        fallback = "Undo:*" if activity_kind == "Undo" else activity_kind
+        return [f"{activity_kind}:{activity_type(embedded.get('type'))}", fallback]
     if activity_kind == "Undo":
-        embedded = activity.get("object")
-        if isinstance(embedded, dict):
-            return f"Undo:{activity_type(embedded.get('type'))}"
-        return "Undo:*"
-    return activity_kind
+        return ["Undo:*"]
+    return [activity_kind]
+
+
+def dispatch_key(activity_kind: str, activity: dict[str, Any]) -> str:
+    return dispatch_keys(activity_kind, activity)[0]
 
 
 class Dispatcher:
@@ -73,9 +82,10 @@ class Dispatcher:
         if row.processed_at is not None:
             return
         inbound = Inbound(row.id, row.payload, row.actor_uri, row.type)
-        handler = self.handlers.get(dispatch_key(row.type, row.payload))
+        keys = dispatch_keys(row.type, row.payload)
+        handler = next((self.handlers[key] for key in keys if key in self.handlers), None)
         if handler is None:
-            outcome = f"ignored: no handler for {dispatch_key(row.type, row.payload)}"
+            outcome = f"ignored: no handler for {keys[0]}"
         else:
             try:
                 outcome = await handler(inbound)

@@ -10,6 +10,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from flattrfed.activitypub import signatures
+from flattrfed.activitypub.actors import is_visible
 from flattrfed.activitypub.documents import has_activitystreams_context
 from flattrfed.activitypub.hosts import is_blocked, mark_alive
 from flattrfed.activitypub.jsonlimits import JsonLimitError, parse_json_limited
@@ -184,15 +185,16 @@ async def store(services: Services, env: Envelope, activity: dict[str, Any]) -> 
 
 
 async def _require_actor(request: web.Request, kind: str) -> None:
+    """The personal inbox of an actor that exists and is visible (hidden things have none)."""
     services = request.app[SERVICES]
     async with services.database.sessions() as session:
         found = await session.scalar(
-            select(LocalActor.id).where(
+            select(LocalActor).where(
                 LocalActor.kind == kind, LocalActor.username == request.match_info["name"]
             )
         )
-    if found is None:
-        raise web.HTTPNotFound()
+        if found is None or not await is_visible(session, found):
+            raise web.HTTPNotFound()
 
 
 @routes.post("/inbox")

@@ -20,6 +20,7 @@ from flattrfed.db.models import RemoteActor
 from flattrfed.db.session import Database
 
 NEGATIVE_TTL = timedelta(minutes=5)
+REFRESH_INTERVAL = timedelta(minutes=5)
 FETCH_BUDGET_PER_HOST = 30  # unknown-key fetches per host per minute (D4)
 # Actors claiming one key id: same-origin ones are the same authority, so a few suffice.
 MAX_ROWS_PER_KEY_ID = 8
@@ -28,11 +29,14 @@ MAX_ROWS_PER_KEY_ID = 8
 class KeyUnavailable(Exception):
     """No key could be found or bound to an actor; the request cannot be verified (401)."""
 
-    def __init__(self, key_id: str, reason: str, *, gone: bool = False) -> None:
+    def __init__(
+        self, key_id: str, reason: str, *, gone: bool = False, budget: bool = False
+    ) -> None:
         super().__init__(f"{key_id}: {reason}")
         self.key_id = key_id
         self.reason = reason
         self.gone = gone
+        self.budget = budget
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class KeyResolver:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, VerifiedKey] = OrderedDict()
         self._negative: dict[str, tuple[datetime, str]] = {}
+        self._refreshed: dict[str, datetime] = {}
         self._budget: dict[str, tuple[datetime, int]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -85,7 +90,16 @@ class KeyResolver:
 
     async def resolve(self, key_id: str, *, refresh: bool = False) -> VerifiedKey:
         now = self.clock.now()
-        if not refresh:
+        if refresh:
+            # A bad signature naming a real key would otherwise refetch it every time: anyone
+            # could then spend a peer's fetch budget. Refetch one key at most every few minutes.
+            last = self._refreshed.get(key_id)
+            if last is not None and now - last < REFRESH_INTERVAL:
+                raise KeyUnavailable(key_id, "refetched recently; not again yet")
+            self._refreshed[key_id] = now
+            if len(self._refreshed) > self.cache_size:
+                self._refreshed.pop(next(iter(self._refreshed)))
+        else:
             cached = self._cache.get(key_id)
             if cached is not None:
                 self._cache.move_to_end(key_id)
@@ -101,7 +115,9 @@ class KeyResolver:
             try:
                 key = await self._fetch(key_id)
             except KeyUnavailable as error:
-                self._negative[key_id] = (now + NEGATIVE_TTL, error.reason)
+                if not error.budget:
+                    # A refusal for lack of budget says nothing about the key: don't remember it.
+                    self._negative[key_id] = (now + NEGATIVE_TTL, error.reason)
                 if len(self._negative) > self.cache_size:
                     self._negative.pop(next(iter(self._negative)))
                 raise
@@ -142,14 +158,20 @@ class KeyResolver:
         if now - window_start >= timedelta(minutes=1):
             window_start, used = now, 0
         if used >= FETCH_BUDGET_PER_HOST:
-            raise KeyUnavailable(key_id, "too many key fetches for this host; try later")
+            raise KeyUnavailable(
+                key_id, "too many key fetches for this host; try later", budget=True
+            )
         self._budget[host] = (window_start, used + 1)
         if len(self._budget) > self.cache_size:
             self._budget.pop(next(iter(self._budget)))
 
     async def _get(self, url: str) -> dict[str, Any]:
         try:
-            return await self.client.fetch_activitypub(url, signer=await self.instance_signer())
+            # refetch_unknown_id: a fragment-less key id (GoToSocial) may answer with the actor,
+            # whose id differs from the URL; the actor is then fetched by its own id.
+            return await self.client.fetch_activitypub(
+                url, signer=await self.instance_signer(), refetch_unknown_id=True
+            )
         except FetchError as error:
             gone = error.status == 410
             raise KeyUnavailable(url, f"fetch failed: {error.reason}", gone=gone) from None
@@ -204,8 +226,14 @@ class KeyResolver:
             raise KeyUnavailable(actor_uri, "actor lists no key of its own")
         key_id = next(iter(info.keys))
         async with self.database.transaction() as session:
+            previous = await session.scalar(
+                select(RemoteActor.key_id).where(RemoteActor.uri == info.uri)
+            )
             stored = await store_actor(
                 session, info, key_id, document, self.clock.now(), allow_http=self.allow_http
             )
+        # After a rotation the old key must stop verifying at once, not when it is evicted.
         self.forget(key_id)
+        if previous is not None:
+            self.forget(previous)
         return stored

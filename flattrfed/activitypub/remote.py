@@ -107,7 +107,12 @@ def parse_actor(document: dict[str, Any], *, allow_http: bool) -> ActorInfo:
         type=kind,
         preferred_username=username,
         name=name[:255] if isinstance(name, str) else "",
-        profile_url=profile if isinstance(profile, str) and len(profile) <= 2048 else None,
+        # Only web addresses: a javascript: URL shown on a page would run in our origin.
+        profile_url=profile
+        if isinstance(profile, str)
+        and len(profile) <= 2048
+        and profile.lower().startswith(("https://", "http://"))
+        else None,
         inbox=inbox,
         shared_inbox=shared,
         followers_url=followers,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flattrfed.activitypub.actors import actor_by_uri
+from flattrfed.activitypub.actors import actor_by_uri, is_visible
 from flattrfed.activitypub.dispatch import Dispatcher, Ignored, Inbound
 from flattrfed.activitypub.origins import host_of, same_origin
 from flattrfed.activitypub.reading import activity_type, id_of
@@ -66,6 +66,8 @@ class LikeReceiver:
             raise Ignored("Like of an object we do not have")
         owner = await session.get(LocalActor, post.actor_id)
         assert owner is not None
+        if not await is_visible(session, owner):
+            raise Ignored("Like of a post of a hidden or deleted thing")
         return owner, post
 
     async def _record(

@@ -25,7 +25,15 @@ from flattrfed.db.models.flattring import (
 )
 from flattrfed.db.models.ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from flattrfed.db.models.members import Member
-from flattrfed.db.models.settlement import ClearingRun, DonorClose, Share
+from flattrfed.db.models.settlement import (
+    ClearingRun,
+    DonorClose,
+    ProofKey,
+    Settlement,
+    SettlementEvent,
+    Share,
+    Statement,
+)
 from flattrfed.db.models.things import Thing
 from flattrfed.db.models.work import WorkItem, WorkState
 
@@ -52,10 +60,14 @@ __all__ = [
     "PayoutRequest",
     "Peer",
     "Post",
+    "ProofKey",
     "ReceivedLike",
     "RemoteActor",
     "RemoteObject",
+    "Settlement",
+    "SettlementEvent",
     "Share",
+    "Statement",
     "Thing",
     "WorkItem",
     "WorkState",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 06:11:18.231938
+Create Date: 2026-12-02 06:32:13.493909
 """
 
 from __future__ import annotations
@@ -173,6 +173,57 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "settlements",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uri", sa.String(length=2048), nullable=False),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("peer_host", sa.String(length=255), nullable=False),
+        sa.Column("payable_minor", sa.BigInteger(), nullable=False),
+        sa.Column("receivable_minor", sa.BigInteger(), nullable=False),
+        sa.Column("carried_in_minor", sa.BigInteger(), nullable=False),
+        sa.Column("net_minor", sa.BigInteger(), nullable=False),
+        sa.Column("action", sa.String(length=8), nullable=False),
+        sa.Column("payment_reference", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("bank_reference", sa.String(length=200), nullable=True),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_settlements")),
+        sa.UniqueConstraint("uri", name=op.f("uq_settlements_uri")),
+    )
+    with op.batch_alter_table("settlements", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_settlements_period_peer_host"), ["period", "peer_host"], unique=True
+        )
+
+    op.create_table(
+        "statements",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("uri", sa.String(length=2048), nullable=False),
+        sa.Column("direction", sa.String(length=3), nullable=False),
+        sa.Column("period", sa.String(length=7), nullable=False),
+        sa.Column("peer_host", sa.String(length=255), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("digest", sa.String(length=80), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("total_minor", sa.BigInteger(), nullable=False),
+        sa.Column("line_count", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("response", sa.JSON(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("responded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_statements")),
+        sa.UniqueConstraint("uri", name=op.f("uq_statements_uri")),
+    )
+    with op.batch_alter_table("statements", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_statements_direction_period_peer_host_revision"),
+            ["direction", "period", "peer_host", "revision"],
+            unique=True,
+        )
+
+    op.create_table(
         "work_items",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("kind", sa.String(length=64), nullable=False),
@@ -331,6 +382,28 @@ def upgrade() -> None:
     with op.batch_alter_table("payout_requests", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_payout_requests_member_id"), ["member_id"], unique=False
+        )
+
+    op.create_table(
+        "settlement_events",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "settlement_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("actor", sa.String(length=255), nullable=False),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["settlement_id"],
+            ["settlements.id"],
+            name=op.f("fk_settlement_events_settlement_id_settlements"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_settlement_events")),
+    )
+    with op.batch_alter_table("settlement_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_settlement_events_settlement_id"), ["settlement_id"], unique=False
         )
 
     op.create_table(
@@ -549,6 +622,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_posts_actor_id"), ["actor_id"], unique=False)
 
     op.create_table(
+        "proof_keys",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("actor_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("private_key_pem", sa.Text(), nullable=False),
+        sa.Column("multikey", sa.String(length=128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["actor_id"], ["local_actors.id"], name=op.f("fk_proof_keys_actor_id_local_actors")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_proof_keys")),
+    )
+    with op.batch_alter_table("proof_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_proof_keys_actor_id"), ["actor_id"], unique=False)
+
+    op.create_table(
         "shares",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -634,6 +723,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_shares_payee_host"))
 
     op.drop_table("shares")
+    with op.batch_alter_table("proof_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_proof_keys_actor_id"))
+
+    op.drop_table("proof_keys")
     with op.batch_alter_table("posts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_posts_actor_id"))
 
@@ -672,6 +765,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_things_owner_id"))
 
     op.drop_table("things")
+    with op.batch_alter_table("settlement_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_settlement_events_settlement_id"))
+
+    op.drop_table("settlement_events")
     with op.batch_alter_table("payout_requests", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payout_requests_member_id"))
 
@@ -698,6 +795,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_work_items_state_run_after"))
 
     op.drop_table("work_items")
+    with op.batch_alter_table("statements", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_statements_direction_period_peer_host_revision"))
+
+    op.drop_table("statements")
+    with op.batch_alter_table("settlements", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_settlements_period_peer_host"))
+
+    op.drop_table("settlements")
     with op.batch_alter_table("remote_objects", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_remote_objects_attributed_to"))
 

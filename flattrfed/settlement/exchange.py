@@ -1,0 +1,792 @@
+"""Statement exchange between instance actors: issue after the close, verify on receipt, net.
+
+Messages (all between instance actors, HTTP-signed, documents carrying FEP-8b32 proofs):
+`Offer{SettlementStatement}` → `Accept|Reject{StatementResponse}`; when both directions of a
+pair and period are accepted, each side computes the same `BilateralSettlement` (net, payer,
+payee, threshold/carry, payment reference). Payment is recorded by the payer's admin and
+confirmed by the payee's admin (`PaymentNotice` / `PaymentConfirmation` in an `Update`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flattrfed.activitypub.actors import ensure_instance_actor
+from flattrfed.activitypub.client import FederationClient, FetchError
+from flattrfed.activitypub.delivery import enqueue_delivery
+from flattrfed.activitypub.dispatch import Dispatcher, Ignored, Inbound
+from flattrfed.activitypub.documents import AS_CONTEXT, FLATTR_TERMS, iso
+from flattrfed.activitypub.keys import KeyResolver, KeyUnavailable
+from flattrfed.activitypub.origins import BadUri, host_of
+from flattrfed.activitypub.urls import LocalUrls
+from flattrfed.clock import Clock
+from flattrfed.config import Settings
+from flattrfed.db.models import (
+    ClearingRun,
+    LocalActor,
+    Member,
+    Peer,
+    ProofKey,
+    ReceivedLike,
+    Settlement,
+    SettlementEvent,
+    Share,
+    Statement,
+    Thing,
+)
+from flattrfed.db.session import Database
+from flattrfed.periods import Period
+from flattrfed.settlement import ledger, proofs
+from flattrfed.settlement import statements as st
+from flattrfed.settlement.canonical import sha256_digest
+
+log = logging.getLogger(__name__)
+
+PAYMENT_DEADLINE = timedelta(days=14)
+DEFAULT_THRESHOLD_MINOR = 0
+
+
+class ExchangeError(ValueError):
+    """A settlement action an admin asked for cannot be done; the message says why."""
+
+
+def pair_id(period: str, first: str, second: str) -> str:
+    low, high = sorted([first, second])
+    return f"{period}:{low}~{high}"
+
+
+def payment_reference(period: str, first: str, second: str) -> str:
+    """What the payer writes in the bank transfer so the payee can match it (same on both sides)."""
+    digest = hashlib.sha256(pair_id(period, first, second).encode()).hexdigest()[:10].upper()
+    return f"FF-{period}-{digest}"
+
+
+class SettlementExchange:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        settings: Settings,
+        urls: LocalUrls,
+        client: FederationClient,
+        keys: KeyResolver,
+    ) -> None:
+        self.database = database
+        self.clock = clock
+        self.settings = settings
+        self.urls = urls
+        self.client = client
+        self.keys = keys
+        self.host = settings.host
+        self.grace = timedelta(hours=settings.close_grace_hours)
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        dispatcher.register("Offer:SettlementStatement", self.on_statement)
+        dispatcher.register("Accept:StatementResponse", self.on_response)
+        dispatcher.register("Reject:StatementResponse", self.on_response)
+        dispatcher.register("Update:PaymentNotice", self.on_payment_notice)
+        dispatcher.register("Update:PaymentConfirmation", self.on_payment_confirmation)
+
+    @property
+    def actor_uri(self) -> str:
+        return self.urls.actor("instance", "")
+
+    # --- our Ed25519 proof key -----------------------------------------------------------
+
+    async def proof_key(self, session: AsyncSession) -> proofs.ProofKey:
+        actor = await ensure_instance_actor(session, self.urls, self.clock.now())
+        row = await session.scalar(
+            select(ProofKey)
+            .where(ProofKey.actor_id == actor.id, ProofKey.retired_at.is_(None))
+            .order_by(ProofKey.id.desc())
+            .limit(1)
+        )
+        if row is None:
+            key = proofs.generate_ed25519_key()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode()
+            row = ProofKey(
+                actor_id=actor.id,
+                private_key_pem=pem,
+                multikey=proofs.multikey_from_public(key.public_key()),
+                created_at=self.clock.now(),
+            )
+            session.add(row)
+            await session.flush()
+        private = serialization.load_pem_private_key(row.private_key_pem.encode(), None)
+        assert isinstance(private, Ed25519PrivateKey)
+        return proofs.ProofKey(f"{self.actor_uri}#ed25519-key", private)
+
+    async def _peer_key(self, verification_method: str, issuer: str) -> Ed25519PublicKey | None:
+        """A peer instance actor's proof key, from its own actor document (`assertionMethod`)."""
+        if verification_method.split("#", 1)[0] != issuer:
+            return None
+        try:
+            document = await self.client.fetch_activitypub(
+                issuer, signer=await self.keys.instance_signer()
+            )
+        except FetchError:
+            return None
+        methods = document.get("assertionMethod")
+        for method in methods if isinstance(methods, list) else []:
+            if (
+                isinstance(method, dict)
+                and method.get("id") == verification_method
+                and method.get("controller") == issuer
+                and isinstance(method.get("publicKeyMultibase"), str)
+            ):
+                try:
+                    return proofs.public_from_multikey(method["publicKeyMultibase"])
+                except ValueError:
+                    return None
+        return None
+
+    async def _verify_proof(self, document: dict[str, Any], issuer: str) -> None:
+        keys: dict[str, Ed25519PublicKey | None] = {}
+        raw = document.get("proof")
+        for proof in raw if isinstance(raw, list) else [raw]:
+            method = proof.get("verificationMethod") if isinstance(proof, dict) else None
+            if isinstance(method, str):
+                keys[method] = await self._peer_key(method, issuer)
+        try:
+            proofs.verify_document(document, lambda method: keys.get(method))
+        except proofs.ProofError as error:
+            raise Ignored(f"statement proof does not verify: {error.reason}") from None
+
+    # --- issuing ---------------------------------------------------------------------------
+
+    async def issue_statements(self, period: Period) -> list[str]:
+        """After the close: one signed statement per peer, queued as an Offer (idempotent)."""
+        async with self.database.sessions() as session:
+            run = await session.scalar(select(ClearingRun).where(ClearingRun.period == str(period)))
+            if run is None or run.stage != "done":
+                raise ExchangeError(f"{period} is not closed yet")
+            peers = (await session.scalars(select(Peer).order_by(Peer.host))).all()
+        issued: list[str] = []
+        for peer in peers:
+            try:
+                remote = await self.keys.actor(peer.clearing_actor)
+            except KeyUnavailable as error:
+                log.warning(
+                    "cannot reach a peer's clearing actor",
+                    extra={"peer": peer.host, "reason": error.reason},
+                )
+                continue
+            uri = await self._issue_one(period, run, peer, remote.inbox)
+            if uri is not None:
+                issued.append(uri)
+        return issued
+
+    async def _issue_one(
+        self, period: Period, run: ClearingRun, peer: Peer, inbox: str
+    ) -> str | None:
+        now = self.clock.now()
+        async with self.database.transaction() as session:
+            existing = await session.scalar(
+                select(Statement).where(
+                    Statement.direction == "out",
+                    Statement.period == str(period),
+                    Statement.peer_host == peer.host,
+                    Statement.state != "superseded",
+                )
+            )
+            if existing is not None:
+                return None
+            revision = 1 + int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Statement)
+                    .where(
+                        Statement.direction == "out",
+                        Statement.period == str(period),
+                        Statement.peer_host == peer.host,
+                    )
+                )
+                or 0
+            )
+            shares = (
+                await session.execute(
+                    select(Share, Member.username)
+                    .join(Member, Member.id == Share.donor_id)
+                    .where(Share.run_id == run.id, Share.payee_host == peer.host)
+                    .where(Share.amount_minor > 0)
+                )
+            ).all()
+            lines = [
+                st.Line(
+                    share.like_uri,
+                    self.urls.actor("person", name),
+                    share.target_uri,
+                    share.amount_minor,
+                )
+                for share, name in shares
+            ]
+            uri = st.statement_id(self.settings.base_url, str(period), peer.host, revision)
+            previous = (
+                st.statement_id(self.settings.base_url, str(period), peer.host, revision - 1)
+                if revision > 1
+                else None
+            )
+            document = st.build_statement(
+                issuer=self.actor_uri,
+                counterparty=peer.clearing_actor,
+                statement_uri=uri,
+                revision=revision,
+                supersedes=previous,
+                period=str(period),
+                currency=run.currency,
+                fee_bp=run.fee_bp,
+                lines=lines,
+                issued=now,
+            )
+            signed = proofs.sign_document(document, await self.proof_key(session), now)
+            session.add(
+                Statement(
+                    uri=uri,
+                    direction="out",
+                    period=str(period),
+                    peer_host=peer.host,
+                    revision=revision,
+                    digest=st.statement_digest(signed),
+                    document=signed,
+                    total_minor=sum(line.amount_minor for line in lines),
+                    line_count=len(lines),
+                    state="issued",
+                    created_at=now,
+                )
+            )
+            offer = {
+                "@context": [AS_CONTEXT, FLATTR_TERMS],
+                "id": f"{uri}/offer",
+                "type": "Offer",
+                "actor": self.actor_uri,
+                "to": [peer.clearing_actor],
+                "object": signed,
+            }
+            actor = await ensure_instance_actor(session, self.urls, now)
+            await enqueue_delivery(
+                session, activity=offer, actor_id=actor.id, inboxes=[inbox], now=now
+            )
+        return uri
+
+    # --- receiving a statement ---------------------------------------------------------------
+
+    async def _peer_of(self, actor_uri: str) -> Peer:
+        try:
+            host = host_of(actor_uri, allow_http=self.settings.allow_http)
+        except BadUri:
+            raise Ignored("bad actor") from None
+        async with self.database.sessions() as session:
+            peer = await session.scalar(select(Peer).where(Peer.host == host))
+        if peer is None or peer.clearing_actor != actor_uri:
+            raise Ignored("settlement message from an instance we are not peered with")
+        return peer
+
+    async def on_statement(self, inbound: Inbound) -> str:
+        peer = await self._peer_of(inbound.actor_uri)
+        document = inbound.object
+        assert isinstance(document, dict)
+        if document.get("issuer") != inbound.actor_uri or document.get("counterparty") != (
+            self.actor_uri
+        ):
+            raise Ignored("statement issuer or counterparty does not match the sender and us")
+        await self._verify_proof(document, inbound.actor_uri)
+        uri, period_text = document.get("id"), document.get("period")
+        revision = document.get("revision")
+        if (
+            not isinstance(uri, str)
+            or not isinstance(period_text, str)
+            or not isinstance(revision, int)
+        ):
+            raise Ignored("statement without id, period or revision")
+        try:
+            period = Period.parse(period_text)
+        except ValueError:
+            raise Ignored("statement with a bad period") from None
+        digest = st.statement_digest(document)
+        now = self.clock.now()
+        async with self.database.sessions() as session:
+            known = await session.scalar(select(Statement).where(Statement.uri == uri))
+        if known is not None:
+            if known.digest != digest:
+                log.error(
+                    "equivocation: a statement id arrived with other content",
+                    extra={"statement": uri, "peer": peer.host},
+                )
+                return "ignored: equivocation (same statement id, other content)"
+            return "ignored: statement already received"
+        verdict = await self._verify_against_likes(document, peer, period)
+        response = st.response_document(
+            statement=document, responder=self.actor_uri, verdict=verdict, issued=now
+        )
+        async with self.database.transaction() as session:
+            signed = proofs.sign_document(response, await self.proof_key(session), now)
+            statement = Statement(
+                uri=uri,
+                direction="in",
+                period=str(period),
+                peer_host=peer.host,
+                revision=revision,
+                digest=digest,
+                document=document,
+                total_minor=verdict.accepted_minor,
+                line_count=len(document.get("lines", [])),
+                state="accepted" if verdict.accepted else "rejected",
+                response=signed,
+                created_at=now,
+                responded_at=now,
+            )
+            session.add(statement)
+            await session.flush()
+            if verdict.accepted:
+                await self._book_accepted_incoming(session, statement, peer)
+            answer = {
+                "@context": [AS_CONTEXT, FLATTR_TERMS],
+                "id": f"{uri}/response/activity",
+                "type": "Accept" if verdict.accepted else "Reject",
+                "actor": self.actor_uri,
+                "to": [inbound.actor_uri],
+                "object": signed,
+            }
+            remote_inbox = await self._inbox_of(inbound.actor_uri)
+            actor = await ensure_instance_actor(session, self.urls, now)
+            await enqueue_delivery(
+                session, activity=answer, actor_id=actor.id, inboxes=[remote_inbox], now=now
+            )
+        await self.try_settle(str(period), peer.host)
+        return f"statement {'accepted' if verdict.accepted else 'rejected'}"
+
+    async def _inbox_of(self, actor_uri: str) -> str:
+        try:
+            return (await self.keys.actor(actor_uri)).inbox
+        except KeyUnavailable as error:
+            raise Ignored(f"peer actor unavailable: {error.reason}") from None
+
+    async def _verify_against_likes(
+        self, document: dict[str, Any], peer: Peer, period: Period
+    ) -> st.Verdict:
+        cutoff = period.end + self.grace
+        async with self.database.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(ReceivedLike).where(ReceivedLike.sender_host == peer.host)
+                )
+            ).all()
+        received = {
+            row.like_uri: st.ReceivedFlattr(
+                like_uri=row.like_uri,
+                actor_uri=row.actor_uri,
+                # Our things' Likes are recorded against the thing, whatever post was liked.
+                object_uri=row.object_uri,
+                period=row.flattr_period,
+                received_at=row.received_at,
+                undone_at=row.undone_at,
+                ours=True,
+            )
+            for row in rows
+        }
+        expected = [
+            row.like_uri
+            for row in rows
+            if row.flattr_period == str(period)
+            and row.received_at < cutoff
+            and (row.undone_at is None or row.undone_at >= cutoff)
+        ]
+        try:
+            return st.verify_lines(
+                document,
+                currency=self.settings.currency,
+                period=str(period),
+                cutoff=cutoff,
+                received=received,
+                expected_from_issuer=expected,
+            )
+        except st.StatementError as error:
+            return st.Verdict(False, 0, (st.Dispute("statement", f"UNREADABLE: {error}"),))
+
+    async def _book_accepted_incoming(
+        self, session: AsyncSession, statement: Statement, peer: Peer
+    ) -> None:
+        """The peer owes us the total; our creators' earnings are pending until it pays."""
+        credits: dict[str, int] = defaultdict(int)
+        for line in statement.document.get("lines", []):
+            creator = await self._creator_of(session, str(line["object"]))
+            credits[ledger.earnings_pending(creator)] -= int(line["amount"])
+        credits = {code: amount for code, amount in credits.items() if amount}
+        if not credits:
+            return
+        await ledger.post(
+            session,
+            txid=f"statement-in:{statement.uri}",
+            kind="statement_in",
+            postings=[(ledger.peer_receivable(peer.host), statement.total_minor), *credits.items()],
+            currency=self.settings.currency,
+            memo=f"accepted statement of {peer.host} for {statement.period}",
+            now=self.clock.now(),
+        )
+
+    async def _creator_of(self, session: AsyncSession, object_uri: str) -> int:
+        prefix = self.urls.actor("thing", "")
+        name = object_uri[len(prefix) :] if object_uri.startswith(prefix) else ""
+        actor = await session.scalar(
+            select(LocalActor).where(LocalActor.kind == "thing", LocalActor.username == name)
+        )
+        if actor is None or actor.thing_id is None:
+            raise Ignored(f"no thing of ours at {object_uri}")
+        thing = await session.get(Thing, actor.thing_id)
+        assert thing is not None
+        return thing.owner_id
+
+    # --- the issuer hears back ------------------------------------------------------------
+
+    async def on_response(self, inbound: Inbound) -> str:
+        peer = await self._peer_of(inbound.actor_uri)
+        response = inbound.object
+        assert isinstance(response, dict)
+        await self._verify_proof(response, inbound.actor_uri)
+        now = self.clock.now()
+        async with self.database.transaction() as session:
+            statement = await session.scalar(
+                select(Statement).where(
+                    Statement.uri == response.get("statement"), Statement.direction == "out"
+                )
+            )
+            if statement is None or statement.peer_host != peer.host:
+                raise Ignored("a response to a statement we did not send them")
+            if response.get("statementDigest") != statement.digest:
+                raise Ignored("the response is for other content than we sent")
+            if statement.state != "issued":
+                return f"ignored: statement already {statement.state}"
+            statement.state = "accepted" if inbound.type == "Accept" else "rejected"
+            statement.response = response
+            statement.responded_at = now
+        await self.try_settle(statement.period, peer.host)
+        return f"our statement was {statement.state}"
+
+    # --- the bilateral settlement -------------------------------------------------------------
+
+    async def try_settle(self, period: str, peer_host: str) -> Settlement | None:
+        """When both directions are accepted, record the net (same on both sides)."""
+        async with self.database.transaction() as session:
+            if await session.scalar(
+                select(Settlement.id).where(
+                    Settlement.period == period, Settlement.peer_host == peer_host
+                )
+            ):
+                return None
+            rows = (
+                await session.scalars(
+                    select(Statement).where(
+                        Statement.period == period,
+                        Statement.peer_host == peer_host,
+                        Statement.state == "accepted",
+                    )
+                )
+            ).all()
+            out = [row for row in rows if row.direction == "out"]
+            incoming = [row for row in rows if row.direction == "in"]
+            if not out or not incoming:
+                return None
+            payable, receivable = out[-1].total_minor, incoming[-1].total_minor
+            peer = await session.scalar(select(Peer).where(Peer.host == peer_host))
+            assert peer is not None
+            carried = await self._carried_in(session, period, peer_host)
+            net = payable - receivable + carried
+            action = "carry" if abs(net) <= DEFAULT_THRESHOLD_MINOR else "pay"
+            reference = payment_reference(period, self.host, peer_host)
+            we_pay = net > 0
+            document = {
+                "@context": [AS_CONTEXT, FLATTR_TERMS],
+                "type": "BilateralSettlement",
+                "schema": "flattrfed.bilateral/1",
+                "id": pair_id(period, self.host, peer_host),
+                "period": period,
+                "legs": sorted(
+                    [
+                        {
+                            "statement": out[-1].uri,
+                            "digest": out[-1].digest,
+                            "accepted": str(payable),
+                        },
+                        {
+                            "statement": incoming[-1].uri,
+                            "digest": incoming[-1].digest,
+                            "accepted": str(receivable),
+                        },
+                    ],
+                    key=lambda leg: leg["statement"],
+                ),
+                "net": {
+                    "payer": self.actor_uri if we_pay else peer.clearing_actor,
+                    "payee": peer.clearing_actor if we_pay else self.actor_uri,
+                    "amount": str(abs(net)),
+                },
+                "action": action,
+                "paymentReference": reference,
+            }
+            settlement = Settlement(
+                uri=f"{self.settings.base_url}/settlement/{period}/pair/{peer_host}",
+                period=period,
+                peer_host=peer_host,
+                payable_minor=payable,
+                receivable_minor=receivable,
+                carried_in_minor=carried,
+                net_minor=net,
+                action=action,
+                payment_reference=reference,
+                state="agreed" if action == "pay" else "carried",
+                document=proofs.sign_document(
+                    document, await self.proof_key(session), self.clock.now()
+                ),
+                deadline=self.clock.now() + PAYMENT_DEADLINE,
+                created_at=self.clock.now(),
+            )
+            session.add(settlement)
+            await session.flush()
+            await self._event(
+                session,
+                settlement,
+                "agreed",
+                "system",
+                {"net_minor": net, "digest": sha256_digest(document)},
+            )
+            return settlement
+
+    async def _carried_in(self, session: AsyncSession, period: str, peer_host: str) -> int:
+        previous = str(Period.parse(period).previous())
+        row = await session.scalar(
+            select(Settlement).where(
+                Settlement.period == previous,
+                Settlement.peer_host == peer_host,
+                Settlement.state == "carried",
+            )
+        )
+        return row.net_minor if row is not None else 0
+
+    async def _event(
+        self,
+        session: AsyncSession,
+        settlement: Settlement,
+        action: str,
+        actor: str,
+        detail: dict[str, Any],
+    ) -> None:
+        session.add(
+            SettlementEvent(
+                settlement_id=settlement.id,
+                action=action,
+                actor=actor,
+                detail=detail,
+                at=self.clock.now(),
+            )
+        )
+        await session.flush()
+
+    # --- payment ------------------------------------------------------------------------------
+
+    async def mark_paid(self, settlement_id: int, bank_reference: str, admin: str) -> Settlement:
+        """The payer's admin sent the bank transfer: book it and tell the payee."""
+        if not bank_reference.strip():
+            raise ExchangeError("the bank reference of the transfer is required")
+        now = self.clock.now()
+        async with self.database.transaction() as session:
+            settlement = await session.get(Settlement, settlement_id)
+            if settlement is None:
+                raise ExchangeError(f"no settlement {settlement_id}")
+            if settlement.net_minor <= 0 or settlement.action != "pay":
+                raise ExchangeError("this instance is not the payer of that settlement")
+            if settlement.state != "agreed":
+                raise ExchangeError(f"the settlement is {settlement.state}, not agreed")
+            settlement.state = "payment_sent"
+            settlement.bank_reference = bank_reference.strip()
+            await ledger.post(
+                session,
+                txid=f"settlement-paid:{settlement.uri}",
+                kind="settlement_paid",
+                postings=self._set_off(settlement, cash=-settlement.net_minor),
+                currency=self.settings.currency,
+                memo=f"paid {settlement.payment_reference} by {settlement.bank_reference}",
+                now=now,
+            )
+            await self._event(
+                session,
+                settlement,
+                "payment_sent",
+                admin,
+                {"bank_reference": settlement.bank_reference},
+            )
+            await self._notify(session, settlement, "PaymentNotice")
+        return settlement
+
+    async def confirm(self, settlement_id: int, admin: str) -> Settlement:
+        """The payee's admin found the money on the bank statement: earnings become available."""
+        now = self.clock.now()
+        async with self.database.transaction() as session:
+            settlement = await session.get(Settlement, settlement_id)
+            if settlement is None:
+                raise ExchangeError(f"no settlement {settlement_id}")
+            if settlement.net_minor >= 0 and settlement.action == "pay":
+                raise ExchangeError("this instance is the payer; the payee confirms")
+            if settlement.state not in {"agreed", "payment_sent", "investigating"}:
+                raise ExchangeError(f"the settlement is {settlement.state}")
+            settlement.state = "confirmed"
+            postings = self._set_off(settlement, cash=-settlement.net_minor)
+            postings += await self._release_earnings(session, settlement)
+            await ledger.post(
+                session,
+                txid=f"settlement-confirmed:{settlement.uri}",
+                kind="settlement_confirmed",
+                postings=_merge(postings),
+                currency=self.settings.currency,
+                memo=f"received {settlement.payment_reference}",
+                now=now,
+            )
+            await self._event(session, settlement, "confirmed", admin, {})
+            await self._notify(session, settlement, "PaymentConfirmation")
+        return settlement
+
+    def _set_off(self, settlement: Settlement, *, cash: int) -> list[tuple[str, int]]:
+        """Clear this period's payable and receivable with the peer against the cash moved."""
+        postings: list[tuple[str, int]] = []
+        if settlement.payable_minor:
+            postings.append((ledger.peer_payable(settlement.peer_host), settlement.payable_minor))
+        if settlement.receivable_minor:
+            postings.append(
+                (ledger.peer_receivable(settlement.peer_host), -settlement.receivable_minor)
+            )
+        if cash:
+            postings.append((ledger.CASH_BANK, cash))
+        return postings
+
+    async def _release_earnings(
+        self, session: AsyncSession, settlement: Settlement
+    ) -> list[tuple[str, int]]:
+        statement = await session.scalar(
+            select(Statement).where(
+                Statement.period == settlement.period,
+                Statement.peer_host == settlement.peer_host,
+                Statement.direction == "in",
+                Statement.state == "accepted",
+            )
+        )
+        postings: list[tuple[str, int]] = []
+        for line in statement.document.get("lines", []) if statement is not None else []:
+            creator = await self._creator_of(session, str(line["object"]))
+            amount = int(line["amount"])
+            postings.append((ledger.earnings_pending(creator), amount))
+            postings.append((ledger.earnings_available(creator), -amount))
+        return postings
+
+    async def _notify(self, session: AsyncSession, settlement: Settlement, kind: str) -> None:
+        peer = await session.scalar(select(Peer).where(Peer.host == settlement.peer_host))
+        assert peer is not None
+        try:
+            inbox = (await self.keys.actor(peer.clearing_actor)).inbox
+        except KeyUnavailable:
+            log.warning("peer unreachable; payment message not queued", extra={"peer": peer.host})
+            return
+        document = {
+            "@context": [AS_CONTEXT, FLATTR_TERMS],
+            "type": kind,
+            "id": f"{settlement.uri}/{kind}",
+            "settlement": settlement.document["id"],
+            "paymentReference": settlement.payment_reference,
+            "amount": str(abs(settlement.net_minor)),
+            "at": iso(self.clock.now()),
+        }
+        signed = proofs.sign_document(document, await self.proof_key(session), self.clock.now())
+        actor = await ensure_instance_actor(session, self.urls, self.clock.now())
+        await enqueue_delivery(
+            session,
+            activity={
+                "@context": [AS_CONTEXT, FLATTR_TERMS],
+                "id": f"{signed['id']}/activity",
+                "type": "Update",
+                "actor": self.actor_uri,
+                "to": [peer.clearing_actor],
+                "object": signed,
+            },
+            actor_id=actor.id,
+            inboxes=[inbox],
+            now=self.clock.now(),
+        )
+
+    async def _settlement_for(self, inbound: Inbound) -> Settlement:
+        peer = await self._peer_of(inbound.actor_uri)
+        document = inbound.object
+        assert isinstance(document, dict)
+        await self._verify_proof(document, inbound.actor_uri)
+        async with self.database.sessions() as session:
+            settlement = await session.scalar(
+                select(Settlement).where(
+                    Settlement.peer_host == peer.host,
+                    Settlement.payment_reference == document.get("paymentReference"),
+                )
+            )
+        if settlement is None:
+            raise Ignored("a payment message for no settlement we know")
+        return settlement
+
+    async def on_payment_notice(self, inbound: Inbound) -> str:
+        settlement = await self._settlement_for(inbound)
+        async with self.database.transaction() as session:
+            row = await session.get(Settlement, settlement.id)
+            assert row is not None
+            await self._event(
+                session,
+                row,
+                "payment_notice_received",
+                inbound.actor_uri,
+                {"document": inbound.object},
+            )
+        return "payment notice recorded; confirm when the money arrives"
+
+    async def on_payment_confirmation(self, inbound: Inbound) -> str:
+        settlement = await self._settlement_for(inbound)
+        async with self.database.transaction() as session:
+            row = await session.get(Settlement, settlement.id)
+            assert row is not None
+            if row.state == "payment_sent":
+                row.state = "confirmed"
+            await self._event(session, row, "confirmed_by_payee", inbound.actor_uri, {})
+        return "payee confirmed our payment"
+
+    async def overdue(self) -> int:
+        """Payments not confirmed by their deadline open an investigation."""
+        now = self.clock.now()
+        count = 0
+        async with self.database.transaction() as session:
+            rows = (
+                await session.scalars(
+                    select(Settlement).where(
+                        Settlement.state.in_(["agreed", "payment_sent"]),
+                        Settlement.deadline < now,
+                    )
+                )
+            ).all()
+            for row in rows:
+                row.state = "investigating"
+                await self._event(
+                    session, row, "investigating", "system", {"deadline": iso(row.deadline)}
+                )
+                count += 1
+        return count
+
+
+def _merge(postings: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    merged: dict[str, int] = defaultdict(int)
+    for code, amount in postings:
+        merged[code] += amount
+    return [(code, amount) for code, amount in merged.items() if amount]
