@@ -29,6 +29,7 @@ from flattrfed.db.session import Database
 from flattrfed.flattring.claims import expire_pending, refresh_pending
 from flattrfed.flattring.receiving import LikeReceiver
 from flattrfed.paths import STATIC_DIR, TEMPLATES_DIR
+from flattrfed.settlement.exchange import SettlementExchange
 from flattrfed.settlement.schedule import CLOSE_KIND, CloseScheduler
 from flattrfed.web import pages, profiles
 from flattrfed.worker import Worker
@@ -95,7 +96,9 @@ def create_app(
         async with database.transaction() as session:
             await expire_pending(session, clock.now(), settings.pending_expiry_months)
 
-    scheduler = CloseScheduler(database, clock, settings, before_close)
+    exchange = SettlementExchange(database, clock, settings, urls, client, keys)
+    exchange.register(dispatcher)
+    scheduler = CloseScheduler(database, clock, settings, before_close, exchange.issue_statements)
     worker = Worker(
         database,
         clock,
@@ -115,6 +118,7 @@ def create_app(
         keys=keys,
         dispatcher=dispatcher,
         nodeinfo=NodeInfoCache(client, allow_http=settings.allow_http),
+        exchange=exchange,
     )
 
     app = web.Application(client_max_size=inbox.MAX_BODY_BYTES)

@@ -463,9 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     from flattrfed.cli_flattring import add_flattring_commands
 
     add_flattring_commands(commands, thing)
-    from flattrfed.cli_settlement import add_settlement_commands
+    from flattrfed.cli_settlement import add_exchange_commands, add_settlement_commands
 
     add_settlement_commands(commands)
+    add_exchange_commands(commands)
 
     config = commands.add_parser("config", help="settings").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"

@@ -105,3 +105,129 @@ def add_settlement_commands(commands: argparse._SubParsersAction[argparse.Argume
         sub.add_argument("period", help="the month, e.g. 2026-11")
         sub.add_argument("--json", action="store_true")
         sub.set_defaults(handler=cmd_clearing)
+
+
+def _exchange_run(settings: Settings, work: Any) -> Any:
+    from flattrfed.cli import CommandError
+    from flattrfed.cli_flattring import _run
+    from flattrfed.settlement.exchange import ExchangeError
+
+    try:
+        return _run(settings, work)
+    except ExchangeError as error:
+        raise CommandError(str(error)) from None
+
+
+def _settlement_row(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "period": row.period,
+        "peer": row.peer_host,
+        "payable_minor": row.payable_minor,
+        "receivable_minor": row.receivable_minor,
+        "carried_in_minor": row.carried_in_minor,
+        "net_minor": row.net_minor,
+        "we_pay": row.net_minor > 0,
+        "action": row.action,
+        "state": row.state,
+        "payment_reference": row.payment_reference,
+        "bank_reference": row.bank_reference,
+        "deadline": row.deadline,
+    }
+
+
+def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from flattrfed.cli import CommandError, print_json
+    from flattrfed.db.models import Settlement, SettlementEvent, Statement
+
+    async def work(services: Any) -> Any:
+        exchange = services.exchange
+        action = args.settlement_command
+        if action == "issue":
+            return {"issued": await exchange.issue_statements(_period(args.period))}
+        if action == "mark-paid":
+            row = await exchange.mark_paid(args.id, args.reference, args.admin)
+            return _settlement_row(row)
+        if action == "confirm":
+            return _settlement_row(await exchange.confirm(args.id, args.admin))
+        async with services.database.sessions() as session:
+            if action == "list":
+                rows = (await session.scalars(select(Settlement).order_by(Settlement.id))).all()
+                return [_settlement_row(row) for row in rows]
+            if action == "statements":
+                statements = (
+                    await session.scalars(
+                        select(Statement)
+                        .where(Statement.period == str(_period(args.period)))
+                        .order_by(Statement.id)
+                    )
+                ).all()
+                return [
+                    row.document | {"_state": row.state, "_direction": row.direction}
+                    for row in statements
+                ]
+            row = await session.get(Settlement, args.id)
+            if row is None:
+                raise CommandError(f"no settlement {args.id}")
+            events = (
+                await session.scalars(
+                    select(SettlementEvent)
+                    .where(SettlementEvent.settlement_id == row.id)
+                    .order_by(SettlementEvent.id)
+                )
+            ).all()
+            return _settlement_row(row) | {
+                "document": row.document,
+                "events": [
+                    {"action": e.action, "actor": e.actor, "at": e.at, "detail": e.detail}
+                    for e in events
+                ],
+            }
+
+    result = _exchange_run(settings, work)
+    if args.json or args.settlement_command in {"show", "statements"}:
+        print_json(result)
+    elif args.settlement_command == "list" and getattr(args, "csv", False):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(result[0]) if result else ["id"])
+        writer.writeheader()
+        writer.writerows(result)
+        print(out.getvalue(), end="")
+    elif isinstance(result, list):
+        for row in result:
+            print(
+                "\t".join(
+                    str(row[key])
+                    for key in ("id", "period", "peer", "net_minor", "action", "state")
+                )
+            )
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def add_exchange_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    settlement = commands.add_parser(
+        "settlement", help="statements and settlements with peers"
+    ).add_subparsers(dest="settlement_command", required=True, metavar="ACTION")
+    listing = settlement.add_parser("list", help="all settlements")
+    listing.add_argument("--csv", action="store_true", help="print CSV")
+    show = settlement.add_parser("show", help="one settlement with its document and history")
+    show.add_argument("id", type=int)
+    paid = settlement.add_parser("mark-paid", help="record the bank transfer we sent")
+    paid.add_argument("id", type=int)
+    paid.add_argument("--reference", required=True, help="the bank transfer's reference")
+    confirm = settlement.add_parser("confirm", help="record that the peer's payment arrived")
+    confirm.add_argument("id", type=int)
+    issue = settlement.add_parser("issue", help="send statements of a closed period to peers")
+    issue.add_argument("period")
+    statements = settlement.add_parser("statements", help="export a period's statements (JSON)")
+    statements.add_argument("period")
+    for sub in (listing, show, paid, confirm, issue, statements):
+        sub.add_argument("--json", action="store_true")
+        sub.add_argument("--admin", default="admin", help="who does this (kept in the history)")
+        sub.set_defaults(handler=cmd_settlement)

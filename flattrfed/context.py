@@ -14,6 +14,7 @@ from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
 from flattrfed.config import Settings
 from flattrfed.db.session import Database
+from flattrfed.settlement.exchange import SettlementExchange
 from flattrfed.worker import Worker
 
 
@@ -30,6 +31,7 @@ class Services:
     keys: KeyResolver
     dispatcher: Dispatcher
     nodeinfo: NodeInfoCache
+    exchange: SettlementExchange
 
 
 SERVICES = web.AppKey("services", Services)

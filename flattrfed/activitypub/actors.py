@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from flattrfed.activitypub import signatures
 from flattrfed.activitypub.documents import ActorView
 from flattrfed.activitypub.urls import LocalUrls
-from flattrfed.db.models import ActorKey, IdentityClaim, LocalActor, Member, Thing
+from flattrfed.db.models import ActorKey, IdentityClaim, LocalActor, Member, ProofKey, Thing
 
 
 @dataclass(frozen=True)
@@ -187,4 +187,13 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
         published=actor.created_at,
         payment_href=payment_href,
         also_known_as=also_known_as,
+        assertion_keys=tuple(
+            (
+                await session.scalars(
+                    select(ProofKey.multikey)
+                    .where(ProofKey.actor_id == actor.id, ProofKey.retired_at.is_(None))
+                    .order_by(ProofKey.id.desc())
+                )
+            ).all()
+        ),
     )

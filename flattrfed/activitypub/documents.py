@@ -110,7 +110,8 @@ class ActorView:
     payment_href: str | None = None
     icon_url: str | None = None
     also_known_as: tuple[str, ...] = ()
-    extra_links: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    # Ed25519 Multikeys that verify this actor's object proofs (FEP-8b32 assertionMethod).
+    assertion_keys: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def key_id(self) -> str:
@@ -171,6 +172,18 @@ def actor_document(view: ActorView) -> dict[str, Any]:
         document["icon"] = {"type": "Image", "url": view.icon_url}
     if view.also_known_as:
         document["alsoKnownAs"] = list(view.also_known_as)
+    if view.assertion_keys:
+        document["assertionMethod"] = [
+            {
+                "id": f"{view.uri}#ed25519-key"
+                if index == 0
+                else f"{view.uri}#ed25519-key-{index}",
+                "type": "Multikey",
+                "controller": view.uri,
+                "publicKeyMultibase": multikey,
+            }
+            for index, multikey in enumerate(view.assertion_keys)
+        ]
     return document
 
 

@@ -328,8 +328,16 @@ class SettlementExchange:
                 return "ignored: equivocation (same statement id, other content)"
             return "ignored: statement already received"
         verdict = await self._verify_against_likes(document, peer, period)
+        response_uri = (
+            f"{self.settings.base_url}/settlement/{period}/responses/"
+            f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}"
+        )
         response = st.response_document(
-            statement=document, responder=self.actor_uri, verdict=verdict, issued=now
+            statement=document,
+            responder=self.actor_uri,
+            response_uri=response_uri,
+            verdict=verdict,
+            issued=now,
         )
         async with self.database.transaction() as session:
             signed = proofs.sign_document(response, await self.proof_key(session), now)
@@ -354,7 +362,7 @@ class SettlementExchange:
                 await self._book_accepted_incoming(session, statement, peer)
             answer = {
                 "@context": [AS_CONTEXT, FLATTR_TERMS],
-                "id": f"{uri}/response/activity",
+                "id": f"{response_uri}/activity",
                 "type": "Accept" if verdict.accepted else "Reject",
                 "actor": self.actor_uri,
                 "to": [inbound.actor_uri],
@@ -504,7 +512,8 @@ class SettlementExchange:
             assert peer is not None
             carried = await self._carried_in(session, period, peer_host)
             net = payable - receivable + carried
-            action = "carry" if abs(net) <= DEFAULT_THRESHOLD_MINOR else "pay"
+            # Nothing to pay: the two statements cancel out and are settled at once.
+            action = "pay" if net != 0 else "settled"
             reference = payment_reference(period, self.host, peer_host)
             we_pay = net > 0
             document = {
@@ -546,7 +555,7 @@ class SettlementExchange:
                 net_minor=net,
                 action=action,
                 payment_reference=reference,
-                state="agreed" if action == "pay" else "carried",
+                state="agreed" if action == "pay" else "confirmed",
                 document=proofs.sign_document(
                     document, await self.proof_key(session), self.clock.now()
                 ),
@@ -562,6 +571,19 @@ class SettlementExchange:
                 "system",
                 {"net_minor": net, "digest": sha256_digest(document)},
             )
+            if action == "settled":
+                postings = self._set_off(settlement, cash=0)
+                postings += await self._release_earnings(session, settlement)
+                if _merge(postings):
+                    await ledger.post(
+                        session,
+                        txid=f"settlement-zero:{settlement.uri}",
+                        kind="settlement_zero",
+                        postings=_merge(postings),
+                        currency=self.settings.currency,
+                        memo="the statements cancel out",
+                        now=self.clock.now(),
+                    )
             return settlement
 
     async def _carried_in(self, session: AsyncSession, period: str, peer_host: str) -> int:
@@ -611,11 +633,14 @@ class SettlementExchange:
                 raise ExchangeError(f"the settlement is {settlement.state}, not agreed")
             settlement.state = "payment_sent"
             settlement.bank_reference = bank_reference.strip()
+            # Paying the net also settles what the peer owed us: those earnings are real now.
+            postings = self._set_off(settlement, cash=-settlement.net_minor)
+            postings += await self._release_earnings(session, settlement)
             await ledger.post(
                 session,
                 txid=f"settlement-paid:{settlement.uri}",
                 kind="settlement_paid",
-                postings=self._set_off(settlement, cash=-settlement.net_minor),
+                postings=_merge(postings),
                 currency=self.settings.currency,
                 memo=f"paid {settlement.payment_reference} by {settlement.bank_reference}",
                 now=now,

@@ -34,6 +34,7 @@ class CloseScheduler:
         clock: Clock,
         settings: Settings,
         before_close: Callable[[], Awaitable[None]] | None = None,
+        after_close: Callable[[Period], Awaitable[object]] | None = None,
     ) -> None:
         self.database = database
         self.clock = clock
@@ -41,6 +42,8 @@ class CloseScheduler:
         self.grace = timedelta(hours=settings.close_grace_hours)
         # Claims found and pending flattrs expired just before the close (app.py wires it).
         self.before_close = before_close
+        # Statements to peers go out once the close is done (app.py wires the exchange).
+        self.after_close = after_close
 
     def closer(self, runner_id: str = "scheduler") -> MonthClose:
         return MonthClose(
@@ -85,3 +88,5 @@ class CloseScheduler:
             "month closed",
             extra={"period": result.period, "donors": result.donors, "shares": result.shares},
         )
+        if self.after_close is not None:
+            await self.after_close(period)

@@ -245,6 +245,7 @@ def response_document(
     *,
     statement: Mapping[str, Any],
     responder: str,
+    response_uri: str,
     verdict: Verdict,
     issued: datetime,
 ) -> dict[str, Any]:
@@ -253,7 +254,8 @@ def response_document(
         "@context": [AS_CONTEXT, FLATTR_TERMS],
         "type": "StatementResponse",
         "schema": RESPONSE_SCHEMA,
-        "id": f"{statement['id']}/response",
+        # On the responder's origin: nobody can speak for ids on another server (FEP-fe34).
+        "id": response_uri,
         "statement": statement["id"],
         "statementDigest": statement_digest(statement),
         "responder": responder,

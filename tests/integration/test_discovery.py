@@ -522,11 +522,6 @@ async def test_hidden_and_deleted_things_are_404_everywhere(
     assert (await get(federation, alpha.actor_uri("alice"))).status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inbox._require_actor checks only that the actor row exists, not is_visible: a "
-    "hidden or deleted thing's inbox answers 401 (retried by peers for days) instead of 404",
-)
 async def test_hidden_and_deleted_things_inboxes_are_404(
     federation: Federation, alpha: Instance
 ) -> None:

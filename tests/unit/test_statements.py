@@ -164,6 +164,7 @@ def test_the_response_lists_each_disputed_line_with_its_reason() -> None:
     response = st.response_document(
         statement=document,
         responder="https://b.example/actor",
+        response_uri="https://b.example/settlement/2026-11/responses/1",
         verdict=verdict(document),
         issued=CUTOFF,
     )

@@ -1,0 +1,134 @@
+"""Two peered instances close a month, exchange signed statements, net them, pay and confirm."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from flattrfed.db.models import Member, Settlement, Statement
+from flattrfed.flattring.flattrs import flattr
+from flattrfed.flattring.peers import add_peer, discover_peer
+from flattrfed.flattring.resolve import resolve_target
+from flattrfed.flattring.wallets import record_deposit
+from flattrfed.money import Money
+from flattrfed.settlement import ledger
+from flattrfed.settlement.checks import check_ledger
+from tests.harness.instances import Federation, Instance
+
+
+async def peer(one: Instance, other: Instance) -> None:
+    services = one.services
+    actor, currency = await discover_peer(
+        services.nodeinfo, other.host, services.settings.currency, services.clock.now()
+    )
+    async with services.database.transaction() as session:
+        await add_peer(
+            session,
+            host=other.host,
+            clearing_actor=actor,
+            currency=currency,
+            credit_limit_minor=100_000,
+            now=services.clock.now(),
+        )
+
+
+async def donor(instance: Instance, name: str, budget: int, deposit: int) -> Member:
+    member = await instance.create_member(name)
+    async with instance.services.database.transaction() as session:
+        row = await session.get(Member, member.id)
+        assert row is not None
+        row.monthly_budget_minor = budget
+        await record_deposit(
+            session,
+            member=row,
+            amount=Money(deposit, "EUR"),
+            bank_reference=f"{name}-1",
+            currency="EUR",
+            now=instance.services.clock.now(),
+        )
+    return member
+
+
+async def click(instance: Instance, member: Member, text: str) -> None:
+    services = instance.services
+    target = await resolve_target(services, text)
+    async with services.database.transaction() as session:
+        row = await session.get(Member, member.id)
+        assert row is not None
+        await flattr(session, services.urls, row, target, services.clock.now())
+
+
+async def settlements(instance: Instance, period: str) -> list[Settlement]:
+    async with instance.services.database.sessions() as session:
+        rows = await session.scalars(select(Settlement).where(Settlement.period == period))
+        return list(rows.all())
+
+
+async def test_statements_are_exchanged_netted_paid_and_confirmed(federation: Federation) -> None:
+    alpha = await federation.start("alpha", fee_bp=0)
+    beta = await federation.start("beta", fee_bp=0)
+    await peer(alpha, beta)
+    await peer(beta, alpha)
+    carol = await alpha.create_member("carol")
+    await alpha.create_thing(carol, "zine", "Carol's zine")
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await donor(alpha, "ann", budget=1000, deposit=2000)  # 2 things: 500 each
+    bob = await donor(beta, "bob", budget=300, deposit=300)  # 1 thing: 300
+    await click(alpha, ann, f"@pod@{beta.host}")
+    await click(alpha, ann, f"@zine@{alpha.host}")
+    await click(beta, bob, f"@zine@{alpha.host}")
+    await federation.step_workers()
+
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+
+    for instance in (alpha, beta):
+        async with instance.services.database.sessions() as session:
+            states = {
+                (row.direction, row.period): row.state
+                for row in (await session.scalars(select(Statement))).all()
+            }
+        assert states[("out", "2026-11")] == "accepted"
+        assert states[("in", "2026-11")] == "accepted"
+
+    (at_alpha,) = await settlements(alpha, "2026-11")
+    (at_beta,) = await settlements(beta, "2026-11")
+    # alpha owes beta 500 (ann → pod); beta owes alpha 300 (bob → zine): alpha pays 200.
+    assert (at_alpha.payable_minor, at_alpha.receivable_minor, at_alpha.net_minor) == (
+        500,
+        300,
+        200,
+    )
+    assert (at_beta.payable_minor, at_beta.receivable_minor, at_beta.net_minor) == (300, 500, -200)
+    assert at_alpha.payment_reference == at_beta.payment_reference
+    assert at_alpha.document["net"] == at_beta.document["net"]
+
+    async with beta.services.database.sessions() as session:
+        assert await ledger.owed_to_member(session, ledger.earnings_pending(dave.id)) == 500
+        assert await ledger.owed_to_member(session, ledger.earnings_available(dave.id)) == 0
+
+    await alpha.services.exchange.mark_paid(at_alpha.id, "SEPA-123", "alice-admin")
+    await federation.step_workers()
+    await beta.services.exchange.confirm(at_beta.id, "bea-admin")
+    await federation.step_workers()
+
+    (at_alpha,) = await settlements(alpha, "2026-11")
+    (at_beta,) = await settlements(beta, "2026-11")
+    assert (at_alpha.state, at_beta.state) == ("confirmed", "confirmed")
+    async with beta.services.database.sessions() as session:
+        assert await ledger.owed_to_member(session, ledger.earnings_available(dave.id)) == 500
+        assert await ledger.balance(session, ledger.peer_receivable(alpha.host)) == 0
+        assert await ledger.balance(session, ledger.peer_payable(alpha.host)) == 0
+        assert await check_ledger(session, "EUR") == []
+    async with alpha.services.database.sessions() as session:
+        assert (
+            await ledger.owed_to_member(session, ledger.earnings_available(carol.id)) == 500 + 300
+        )
+        assert await ledger.balance(session, ledger.peer_payable(beta.host)) == 0
+        # Cash: ann's 2000 in, 200 out to beta.
+        assert await ledger.balance(session, ledger.CASH_BANK) == 2000 - 200
+        assert await check_ledger(session, "EUR") == []
+    async with beta.services.database.sessions() as session:
+        assert await ledger.balance(session, ledger.CASH_BANK) == 300 + 200
