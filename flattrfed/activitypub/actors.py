@@ -7,13 +7,21 @@ import html
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub import signatures
 from flattrfed.activitypub.documents import ActorView
 from flattrfed.activitypub.urls import LocalUrls
-from flattrfed.db.models import ActorKey, IdentityClaim, LocalActor, Member, ProofKey, Thing
+from flattrfed.db.models import (
+    ActorKey,
+    IdentityClaim,
+    LocalActor,
+    Member,
+    ProofKey,
+    ReceivedLike,
+    Thing,
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,16 @@ async def is_visible(session: AsyncSession, actor: LocalActor) -> bool:
     return thing is not None and not thing.hidden and thing.deleted_at is None
 
 
+async def likes_total(session: AsyncSession, actor_id: int) -> int:
+    """Likes of a thing (or its posts) that stand: flattrs and plain appreciations alike."""
+    total = await session.scalar(
+        select(func.count())
+        .select_from(ReceivedLike)
+        .where(ReceivedLike.target_id == actor_id, ReceivedLike.undone_at.is_(None))
+    )
+    return int(total or 0)
+
+
 async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) -> ActorView:
     """What the actor document of `actor` shows."""
     key = await current_key(session, actor.id)
@@ -187,6 +205,7 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
         published=actor.created_at,
         payment_href=payment_href,
         also_known_as=also_known_as,
+        likes_total=await likes_total(session, actor.id) if actor.kind == "thing" else None,
         assertion_keys=tuple(
             (
                 await session.scalars(

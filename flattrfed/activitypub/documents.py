@@ -8,6 +8,7 @@ from typing import Any
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 SECURITY_CONTEXT = "https://w3id.org/security/v1"
+MULTIKEY_CONTEXT = "https://w3id.org/security/multikey/v1"
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 FLATTR_NS = "https://flattrfed.org/ns#"
 PROTOCOL_VERSION = "flattrfed/1"
@@ -112,6 +113,7 @@ class ActorView:
     also_known_as: tuple[str, ...] = ()
     # Ed25519 Multikeys that verify this actor's object proofs (FEP-8b32 assertionMethod).
     assertion_keys: tuple[str, ...] = field(default_factory=tuple)
+    likes_total: int | None = None  # things show their public count, as Mastodon posts do
 
     @property
     def key_id(self) -> str:
@@ -172,7 +174,15 @@ def actor_document(view: ActorView) -> dict[str, Any]:
         document["icon"] = {"type": "Image", "url": view.icon_url}
     if view.also_known_as:
         document["alsoKnownAs"] = list(view.also_known_as)
+    if view.likes_total is not None:
+        document["likes"] = {
+            "id": f"{view.uri}/likes",
+            "type": "Collection",
+            "totalItems": view.likes_total,
+        }
     if view.assertion_keys:
+        # Multikey and assertionMethod are defined by this context; JSON-LD readers need it.
+        document["@context"] = [*document["@context"], MULTIKEY_CONTEXT]
         document["assertionMethod"] = [
             {
                 "id": f"{view.uri}#ed25519-key"

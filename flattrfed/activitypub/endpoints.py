@@ -10,9 +10,10 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from flattrfed import __version__
-from flattrfed.activitypub.actors import actor_view, find_local_actor, is_visible
+from flattrfed.activitypub.actors import actor_view, find_local_actor, is_visible, likes_total
 from flattrfed.activitypub.documents import (
     ACTIVITY_JSON,
+    AS_CONTEXT,
     PROTOCOL_VERSION,
     actor_document,
     context_document,
@@ -22,7 +23,7 @@ from flattrfed.activitypub.documents import (
 )
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.context import SERVICES
-from flattrfed.db.models import Follow, LocalActor, Member, Post
+from flattrfed.db.models import Follow, InstancePolicy, LocalActor, Member, Post
 
 routes = web.RouteTableDef()
 
@@ -143,6 +144,10 @@ async def nodeinfo(request: web.Request) -> web.Response:
         posts = await session.scalar(
             select(func.count()).select_from(Post).where(Post.deleted_at.is_(None))
         )
+        # The admin-set policy, once it exists, wins over the settings that only seed it.
+        policy = await session.scalar(select(InstancePolicy).where(InstancePolicy.id == 1))
+    registration = policy.registration if policy else services.settings.registration
+    fee_bp = policy.fee_bp if policy else services.settings.fee_bp
     software: dict[str, Any] = {"name": "flattrfed", "version": __version__}
     if version == "2.1":
         software["repository"] = "https://flattrfed.org/source"
@@ -151,7 +156,7 @@ async def nodeinfo(request: web.Request) -> web.Response:
         "software": software,
         "protocols": ["activitypub"],
         "services": {"inbound": [], "outbound": []},
-        "openRegistrations": services.settings.registration == "open",
+        "openRegistrations": registration == "open",
         "usage": {"users": {"total": users}, "localPosts": posts or 0},
         "metadata": {
             "nodeName": services.settings.instance_name,
@@ -159,7 +164,7 @@ async def nodeinfo(request: web.Request) -> web.Response:
                 "protocolVersion": PROTOCOL_VERSION,
                 "clearingActor": f"{services.settings.base_url}/actor",
                 "currency": services.settings.currency,
-                "feeBasisPoints": services.settings.fee_bp,
+                "feeBasisPoints": fee_bp,
             },
         },
     }
@@ -225,7 +230,9 @@ async def thing_actor(request: web.Request) -> web.StreamResponse:
 
 
 def _kind_from_path(request: web.Request) -> str:
-    return {"users": "person", "things": "thing"}[request.match_info["collection_owner"]]
+    owner = request.match_info.get("collection_owner")
+    # /actor/outbox and friends: the instance actor lists them, so they must answer too.
+    return {"users": "person", "things": "thing", None: "instance"}[owner]
 
 
 def _collection_id(request: web.Request, actor: LocalActor, name: str) -> str:
@@ -234,6 +241,7 @@ def _collection_id(request: web.Request, actor: LocalActor, name: str) -> str:
     return f"{urls_of(request).actor(actor.kind, actor.username)}/{name}"
 
 
+@routes.get("/actor/followers")
 @routes.get(r"/{collection_owner:users|things}/{name}/followers")
 async def followers(request: web.Request) -> web.Response:
     actor = await _actor_or_404(request, _kind_from_path(request))
@@ -247,12 +255,14 @@ async def followers(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/actor/following")
 @routes.get(r"/{collection_owner:users|things}/{name}/following")
 async def following(request: web.Request) -> web.Response:
     actor = await _actor_or_404(request, _kind_from_path(request))
     return activity_json(ordered_collection(_collection_id(request, actor, "following"), 0, []))
 
 
+@routes.get("/actor/outbox")
 @routes.get(r"/{collection_owner:users|things}/{name}/outbox")
 async def outbox(request: web.Request) -> web.Response:
     actor = await _actor_or_404(request, _kind_from_path(request))
@@ -282,6 +292,22 @@ async def outbox(request: web.Request) -> web.Response:
         for post in posts
     ]
     return activity_json(ordered_collection(f"{actor_uri}/outbox", total or 0, items))
+
+
+@routes.get("/things/{name}/likes")
+async def thing_likes(request: web.Request) -> web.Response:
+    """A thing's public count of Likes (flattrs and appreciations), as Mastodon shows for posts."""
+    actor = await _actor_or_404(request, "thing")
+    async with request.app[SERVICES].database.sessions() as session:
+        total = await likes_total(session, actor.id)
+    return activity_json(
+        {
+            "@context": AS_CONTEXT,
+            "id": _collection_id(request, actor, "likes"),
+            "type": "Collection",
+            "totalItems": total,
+        }
+    )
 
 
 @routes.get(r"/things/{name}/posts/{post_id:\d+}")

@@ -576,3 +576,73 @@ async def test_live_actors_never_answer_410(federation: Federation, alpha: Insta
     federation.clock.advance(timedelta(days=1))
     await set_thing(alpha, "blog", hidden=False)
     assert (await get(federation, actors[1])).status == 200
+
+
+async def test_the_instance_actors_collections_answer(
+    federation: Federation, alpha: Instance
+) -> None:
+    for name in ("outbox", "followers", "following"):
+        answer = await get(federation, alpha.url(f"/actor/{name}"))
+        assert answer.status == 200, name
+        assert answer.json()["id"] == alpha.url(f"/actor/{name}")
+
+
+async def test_a_thing_shows_its_public_like_count(federation: Federation, alpha: Instance) -> None:
+    from flattrfed.db.models import ReceivedLike
+
+    thing_uri = alpha.actor_uri("blog", "thing")
+    assert (await get(federation, thing_uri)).json()["likes"]["totalItems"] == 0
+    async with alpha.services.database.transaction() as session:
+        blog = await session.scalar(select(LocalActor).where(LocalActor.username == "blog"))
+        assert blog is not None
+        for number, undone in [(1, None), (2, federation.clock.now())]:
+            session.add(
+                ReceivedLike(
+                    like_uri=f"https://m.example/users/x#likes/{number}",
+                    actor_uri="https://m.example/users/x",
+                    target_id=blog.id,
+                    object_uri=thing_uri,
+                    sender_host="m.example",
+                    received_at=federation.clock.now(),
+                    undone_at=undone,
+                )
+            )
+    document = (await get(federation, thing_uri)).json()
+    assert document["likes"] == {
+        "id": f"{thing_uri}/likes",
+        "type": "Collection",
+        "totalItems": 1,
+    }
+    assert (await get(federation, f"{thing_uri}/likes")).json()["totalItems"] == 1
+    assert "likes" not in (await get(federation, alpha.actor_uri("alice"))).json()
+
+
+async def test_nodeinfo_follows_the_policy_an_admin_sets(
+    federation: Federation, alpha: Instance
+) -> None:
+    from flattrfed.flattring.policy import update_policy
+
+    async with alpha.services.database.transaction() as session:
+        await update_policy(
+            session, alpha.settings, federation.clock.now(), fee_bp=750, registration="closed"
+        )
+    document = (await get(federation, alpha.url("/nodeinfo/2.1"), accept=None)).json()
+    assert document["metadata"]["flattrfed"]["feeBasisPoints"] == 750
+    assert document["openRegistrations"] is False
+
+
+async def test_the_instance_actor_publishes_its_proof_key_with_its_context(
+    federation: Federation, alpha: Instance
+) -> None:
+    from flattrfed.settlement import proofs
+
+    async with alpha.services.database.transaction() as session:
+        key = await alpha.services.exchange.proof_key(session)
+    document = (await get(federation, alpha.url("/actor"))).json()
+    (method,) = document["assertionMethod"]
+    assert method["id"] == key.verification_method
+    assert method["controller"] == alpha.url("/actor")
+    assert proofs.public_from_multikey(method["publicKeyMultibase"]).public_bytes_raw() == (
+        key.private_key.public_key().public_bytes_raw()
+    )
+    assert "https://w3id.org/security/multikey/v1" in document["@context"]
