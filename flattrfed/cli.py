@@ -190,6 +190,7 @@ def _create_member(settings: Settings, args: argparse.Namespace, *, is_admin: bo
         "username": args.username,
         "admin": is_admin,
         "actor": f"{settings.base_url}/users/{args.username}",
+        "handle": f"@{args.username}@{settings.host}",
     }
     if generated:
         result["password"] = password

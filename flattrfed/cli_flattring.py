@@ -389,12 +389,15 @@ def cmd_peer_add(settings: Settings, args: argparse.Namespace) -> int:
                 now=now,
                 note=args.note,
             )
-            return {
+            result = {
                 "host": peer.host,
                 "clearing_actor": peer.clearing_actor,
                 "currency": peer.currency,
                 "credit_limit_minor": peer.credit_limit_minor,
             }
+        # Statements this peer sent before we peered were kept: verify them now.
+        result["waiting_statements"] = await services.exchange.process_waiting(args.host)
+        return result
 
     result = _run(settings, work)
     return _output(args, result, f"peered with {args.host} ({result['clearing_actor']})")

@@ -32,6 +32,7 @@ from flattrfed.clock import Clock
 from flattrfed.config import Settings
 from flattrfed.db.models import (
     ClearingRun,
+    InboundActivity,
     LocalActor,
     Member,
     Peer,
@@ -52,6 +53,7 @@ from flattrfed.settlement.canonical import sha256_digest
 log = logging.getLogger(__name__)
 
 PAYMENT_DEADLINE = timedelta(days=14)
+WAITING = "waiting"
 DEFAULT_THRESHOLD_MINOR = 0
 
 
@@ -295,7 +297,11 @@ class SettlementExchange:
         return peer
 
     async def on_statement(self, inbound: Inbound) -> str:
-        peer = await self._peer_of(inbound.actor_uri)
+        try:
+            peer = await self._peer_of(inbound.actor_uri)
+        except Ignored:
+            # Kept, not dropped: it is processed when an admin peers with the sender.
+            return f"{WAITING}: the sender is not peered with this instance"
         document = inbound.object
         assert isinstance(document, dict)
         if document.get("issuer") != inbound.actor_uri or document.get("counterparty") != (
@@ -375,6 +381,38 @@ class SettlementExchange:
             )
         await self.try_settle(str(period), peer.host)
         return f"statement {'accepted' if verdict.accepted else 'rejected'}"
+
+    async def process_waiting(self, host: str) -> list[str]:
+        """After peering with `host`: statements it sent while unpeered are verified now."""
+        async with self.database.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(InboundActivity)
+                    .where(
+                        InboundActivity.type == "Offer",
+                        InboundActivity.outcome.like(f"{WAITING}%"),
+                    )
+                    .order_by(InboundActivity.id)
+                )
+            ).all()
+        outcomes: list[str] = []
+        for row in rows:
+            try:
+                if host_of(row.actor_uri, allow_http=self.settings.allow_http) != host:
+                    continue
+            except BadUri:
+                continue
+            inbound = Inbound(row.id, row.payload, row.actor_uri, row.type)
+            try:
+                outcome = await self.on_statement(inbound)
+            except Ignored as why:
+                outcome = f"ignored: {why}"
+            async with self.database.transaction() as session:
+                stored = await session.get(InboundActivity, row.id)
+                assert stored is not None
+                stored.outcome = outcome[:255]
+            outcomes.append(outcome)
+        return outcomes
 
     async def _inbox_of(self, actor_uri: str) -> str:
         try:

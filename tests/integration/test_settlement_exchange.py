@@ -132,3 +132,35 @@ async def test_statements_are_exchanged_netted_paid_and_confirmed(federation: Fe
         assert await check_ledger(session, "EUR") == []
     async with beta.services.database.sessions() as session:
         assert await ledger.balance(session, ledger.CASH_BANK) == 300 + 200
+
+
+async def test_a_statement_from_an_unpeered_instance_waits_for_peering(
+    federation: Federation,
+) -> None:
+    alpha = await federation.start("alpha", fee_bp=0)
+    beta = await federation.start("beta", fee_bp=0)
+    await peer(alpha, beta)  # beta has not peered alpha yet
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await donor(alpha, "ann", budget=400, deposit=400)
+    await click(alpha, ann, f"@pod@{beta.host}")
+    await federation.step_workers()
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+
+    async with beta.services.database.sessions() as session:
+        assert (await session.scalars(select(Statement))).all() == []
+        assert await ledger.owed_to_member(session, ledger.earnings_pending(dave.id)) == 0
+
+    await peer(beta, alpha)
+    outcomes = await beta.services.exchange.process_waiting(alpha.host)
+    assert outcomes == ["statement accepted", "statement accepted"]  # October (empty), November
+    await federation.step_workers()
+    async with beta.services.database.sessions() as session:
+        assert await ledger.owed_to_member(session, ledger.earnings_pending(dave.id)) == 400
+    async with alpha.services.database.sessions() as session:
+        out = await session.scalar(
+            select(Statement).where(Statement.direction == "out", Statement.period == "2026-11")
+        )
+        assert out is not None
+        assert out.state == "accepted"
