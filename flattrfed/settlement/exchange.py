@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import ensure_instance_actor
@@ -53,6 +53,8 @@ from flattrfed.settlement.canonical import sha256_digest
 log = logging.getLogger(__name__)
 
 PAYMENT_DEADLINE = timedelta(days=14)
+MAX_REVISIONS = 3
+CREDIT_LIMIT = "CREDIT_LIMIT_EXCEEDED"
 WAITING = "waiting"
 DEFAULT_THRESHOLD_MINOR = 0
 
@@ -196,28 +198,30 @@ class SettlementExchange:
     ) -> str | None:
         now = self.clock.now()
         async with self.database.transaction() as session:
-            existing = await session.scalar(
-                select(Statement).where(
-                    Statement.direction == "out",
-                    Statement.period == str(period),
-                    Statement.peer_host == peer.host,
-                    Statement.state != "superseded",
-                )
-            )
-            if existing is not None:
-                return None
-            revision = 1 + int(
-                await session.scalar(
-                    select(func.count())
-                    .select_from(Statement)
+            earlier = (
+                await session.scalars(
+                    select(Statement)
                     .where(
                         Statement.direction == "out",
                         Statement.period == str(period),
                         Statement.peer_host == peer.host,
                     )
+                    .order_by(Statement.revision)
                 )
-                or 0
-            )
+            ).all()
+            if any(row.state in {"issued", "accepted"} for row in earlier):
+                return None
+            if len(earlier) >= MAX_REVISIONS:
+                log.warning(
+                    "statement rejected too often; an admin must look",
+                    extra={"peer": peer.host, "period": str(period)},
+                )
+                return None
+            revision = len(earlier) + 1
+            # Lines the peer disputed before are left out: their money went back to the donors.
+            excluded: set[str] = set()
+            for row in earlier:
+                excluded |= st.disputed_like_ids(row.response or {})
             shares = (
                 await session.execute(
                     select(Share, Member.username)
@@ -234,6 +238,7 @@ class SettlementExchange:
                     share.amount_minor,
                 )
                 for share, name in shares
+                if share.like_uri not in excluded
             ]
             uri = st.statement_id(self.settings.base_url, str(period), peer.host, revision)
             previous = (
@@ -334,6 +339,8 @@ class SettlementExchange:
                 return "ignored: equivocation (same statement id, other content)"
             return "ignored: statement already received"
         verdict = await self._verify_against_likes(document, peer, period)
+        if verdict.accepted:
+            verdict = await self._within_credit_limit(document, peer, verdict)
         response_uri = (
             f"{self.settings.base_url}/settlement/{period}/responses/"
             f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}"
@@ -413,6 +420,22 @@ class SettlementExchange:
                 stored.outcome = outcome[:255]
             outcomes.append(outcome)
         return outcomes
+
+    async def _within_credit_limit(
+        self, document: dict[str, Any], peer: Peer, verdict: st.Verdict
+    ) -> st.Verdict:
+        """Refuse a statement that would let the peer owe us more than its credit limit."""
+        async with self.database.sessions() as session:
+            exposure = await ledger.balance(session, ledger.peer_receivable(peer.host))
+            exposure += await ledger.balance(session, ledger.peer_payable(peer.host))
+        if exposure + verdict.accepted_minor <= peer.credit_limit_minor:
+            return verdict
+        disputes = tuple(
+            st.Dispute(str(line.get("line")), CREDIT_LIMIT, str(line.get("like")))
+            for line in document.get("lines", [])
+            if isinstance(line, dict)
+        )
+        return st.Verdict(False, 0, disputes)
 
     async def _inbox_of(self, actor_uri: str) -> str:
         try:
@@ -518,8 +541,44 @@ class SettlementExchange:
             statement.state = "accepted" if inbound.type == "Accept" else "rejected"
             statement.response = response
             statement.responded_at = now
+            if statement.state == "rejected":
+                await self._return_disputed(session, statement, response)
+        if statement.state == "rejected":
+            # A corrected revision without the disputed lines follows at once.
+            async with self.database.sessions() as session:
+                run = await session.scalar(
+                    select(ClearingRun).where(ClearingRun.period == statement.period)
+                )
+            assert run is not None
+            await self._issue_one(
+                Period.parse(statement.period), run, peer, await self._inbox_of(peer.clearing_actor)
+            )
+            return "our statement was rejected; a revision without the disputed lines was sent"
         await self.try_settle(statement.period, peer.host)
         return f"our statement was {statement.state}"
+
+    async def _return_disputed(
+        self, session: AsyncSession, statement: Statement, response: dict[str, Any]
+    ) -> None:
+        """Disputed lines are withdrawn: their shares go back to the donors' wallets."""
+        disputed = st.disputed_like_ids(response)
+        listed = {str(line["like"]): int(line["amount"]) for line in statement.document["lines"]}
+        returns: dict[str, int] = defaultdict(int)
+        for like_uri in sorted(disputed & set(listed)):
+            share = await session.scalar(select(Share).where(Share.like_uri == like_uri))
+            if share is not None and listed[like_uri] > 0:
+                returns[ledger.wallet(share.donor_id)] -= listed[like_uri]
+        total = -sum(returns.values())
+        if total:
+            await ledger.post(
+                session,
+                txid=f"disputed-return:{statement.uri}",
+                kind="disputed_return",
+                postings=[(ledger.peer_payable(statement.peer_host), total), *returns.items()],
+                currency=self.settings.currency,
+                memo=f"lines of {statement.uri} disputed by {statement.peer_host}",
+                now=self.clock.now(),
+            )
 
     # --- the bilateral settlement -------------------------------------------------------------
 

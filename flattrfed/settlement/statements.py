@@ -236,9 +236,24 @@ def verify_lines(
     listed = {line.like_uri for line in lines}
     for like_uri in sorted(set(expected_from_issuer) - listed):
         disputes.append(Dispute(line_id(like_uri), LIKE_NOT_IN_STATEMENT, like_uri))
-    disputed = {dispute.line for dispute in disputes}
-    accepted = sum(line.amount_minor for line in lines if line_id(line.like_uri) not in disputed)
-    return Verdict(not disputes, accepted if not disputes else 0, tuple(disputes))
+    # A Like we received that the issuer did not put in the statement is reported, but does
+    # not stop acceptance: the issuer decides what its donors pay (e.g. it saw the Undo first).
+    blocking = [dispute for dispute in disputes if dispute.reason != LIKE_NOT_IN_STATEMENT]
+    accepted = sum(line.amount_minor for line in lines)
+    return Verdict(not blocking, accepted if not blocking else 0, tuple(disputes))
+
+
+def disputed_like_ids(response: Mapping[str, Any]) -> set[str]:
+    """The Likes whose lines a StatementResponse disputes (the issuer leaves them out next time)."""
+    found: set[str] = set()
+    for entry in response.get("disputed", []) if isinstance(response.get("disputed"), list) else []:
+        if (
+            isinstance(entry, dict)
+            and entry.get("reason") != LIKE_NOT_IN_STATEMENT
+            and isinstance(entry.get("like"), str)
+        ):
+            found.add(entry["like"])
+    return found
 
 
 def response_document(

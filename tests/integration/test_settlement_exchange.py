@@ -164,3 +164,53 @@ async def test_a_statement_from_an_unpeered_instance_waits_for_peering(
         )
         assert out is not None
         assert out.state == "accepted"
+
+
+async def test_over_the_credit_limit_the_lines_are_rejected_and_the_donors_repaid(
+    federation: Federation,
+) -> None:
+    alpha = await federation.start("alpha", fee_bp=0)
+    beta = await federation.start("beta", fee_bp=0)
+    await peer(alpha, beta)
+    services = beta.services
+    actor, currency = await discover_peer(
+        services.nodeinfo, alpha.host, "EUR", services.clock.now()
+    )
+    async with services.database.transaction() as session:
+        await add_peer(
+            session,
+            host=alpha.host,
+            clearing_actor=actor,
+            currency=currency,
+            credit_limit_minor=100,
+            now=services.clock.now(),
+        )
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await donor(alpha, "ann", budget=400, deposit=400)
+    await click(alpha, ann, f"@pod@{beta.host}")
+    await federation.step_workers()
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+
+    async with alpha.services.database.sessions() as session:
+        rows = (
+            await session.scalars(
+                select(Statement)
+                .where(Statement.direction == "out", Statement.period == "2026-11")
+                .order_by(Statement.revision)
+            )
+        ).all()
+        assert [(row.revision, row.state, row.line_count) for row in rows] == [
+            (1, "rejected", 1),
+            (2, "accepted", 0),
+        ]
+        assert rows[0].response is not None
+        assert {d["reason"] for d in rows[0].response["disputed"]} == {"CREDIT_LIMIT_EXCEEDED"}
+        # ann's share came back: the close took 400, the dispute returned it.
+        assert await ledger.owed_to_member(session, ledger.wallet(ann.id)) == 400
+        assert await ledger.balance(session, ledger.peer_payable(beta.host)) == 0
+        assert await check_ledger(session, "EUR") == []
+    async with beta.services.database.sessions() as session:
+        assert await ledger.owed_to_member(session, ledger.earnings_pending(dave.id)) == 0
+        assert await check_ledger(session, "EUR") == []

@@ -120,6 +120,8 @@ def test_a_like_sent_by_another_donor_is_disputed() -> None:
 def test_a_received_flattr_missing_from_the_statement_is_reported() -> None:
     result = verdict(statement(LINES[:2]), expected=[line.like_uri for line in LINES])
     assert reasons(result) == {st.LIKE_NOT_IN_STATEMENT}
+    assert result.accepted  # reported, but the issuer decides what its donors pay
+    assert result.accepted_minor == 221 * 2
 
 
 def test_duplicate_lines_and_forged_line_ids_are_disputed() -> None:
