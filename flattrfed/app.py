@@ -30,7 +30,12 @@ from flattrfed.flattring.claims import expire_pending, refresh_pending
 from flattrfed.flattring.receiving import LikeReceiver
 from flattrfed.paths import STATIC_DIR, TEMPLATES_DIR
 from flattrfed.settlement.exchange import SettlementExchange
-from flattrfed.settlement.schedule import CLOSE_KIND, CloseScheduler
+from flattrfed.settlement.schedule import (
+    CLOSE_KIND,
+    WATCH_KIND,
+    CloseScheduler,
+    SettlementWatch,
+)
 from flattrfed.web import pages, profiles
 from flattrfed.worker import Worker
 
@@ -99,6 +104,7 @@ def create_app(
     exchange = SettlementExchange(database, clock, settings, urls, client, keys)
     exchange.register(dispatcher)
     scheduler = CloseScheduler(database, clock, settings, before_close, exchange.issue_statements)
+    watch = SettlementWatch(database, clock, exchange.overdue)
     worker = Worker(
         database,
         clock,
@@ -106,6 +112,7 @@ def create_app(
             inbox.INBOUND_KIND: dispatcher.handle,
             DELIVER_KIND: deliverer.handle,
             CLOSE_KIND: scheduler.handle,
+            WATCH_KIND: watch.handle,
         },
     )
     services = Services(
@@ -140,6 +147,7 @@ def create_app(
         async with database.transaction() as session:
             await ensure_instance_actor(session, urls, clock.now())
         await scheduler.schedule_open_periods()
+        await watch.schedule()
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
         if settings.worker_in_process:

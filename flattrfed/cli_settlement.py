@@ -153,6 +153,8 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
             return _settlement_row(row)
         if action == "confirm":
             return _settlement_row(await exchange.confirm(args.id, args.admin))
+        if action == "dispute":
+            return _settlement_row(await exchange.dispute(args.id, args.reason, args.admin))
         async with services.database.sessions() as session:
             if action == "list":
                 rows = (await session.scalars(select(Settlement).order_by(Settlement.id))).all()
@@ -223,11 +225,16 @@ def add_exchange_commands(commands: argparse._SubParsersAction[argparse.Argument
     paid.add_argument("--reference", required=True, help="the bank transfer's reference")
     confirm = settlement.add_parser("confirm", help="record that the peer's payment arrived")
     confirm.add_argument("id", type=int)
+    dispute = settlement.add_parser(
+        "dispute", help="a payment did not arrive or is wrong: open an investigation"
+    )
+    dispute.add_argument("id", type=int)
+    dispute.add_argument("--reason", required=True)
     issue = settlement.add_parser("issue", help="send statements of a closed period to peers")
     issue.add_argument("period")
     statements = settlement.add_parser("statements", help="export a period's statements (JSON)")
     statements.add_argument("period")
-    for sub in (listing, show, paid, confirm, issue, statements):
+    for sub in (listing, show, paid, confirm, dispute, issue, statements):
         sub.add_argument("--json", action="store_true")
         sub.add_argument("--admin", default="admin", help="who does this (kept in the history)")
         sub.set_defaults(handler=cmd_settlement)

@@ -46,6 +46,7 @@ class Settings:
     registration: str = "open"
     pending_expiry_months: int = 6
     close_grace_hours: int = 24
+    settlement_threshold_minor: int = 0
     worker_in_process: bool = True
     log_level: str = "INFO"
     log_format: str = "json"
@@ -229,6 +230,13 @@ SPECS: tuple[SettingSpec, ...] = (
         _parse_int(0, 24 * 14),
         "a whole number of hours from 0 to 336",
         "How long after the month's cutoff late Likes are still accepted before the close.",
+    ),
+    SettingSpec(
+        "settlement_threshold_minor",
+        "FLATTRFED_SETTLEMENT_THRESHOLD_MINOR",
+        _parse_int(0, 10**12),
+        "a whole number of minor units, 0 or more (1000 = 10.00)",
+        "A net below this between two instances is not paid but carried to the next month.",
     ),
     SettingSpec(
         "worker_in_process",

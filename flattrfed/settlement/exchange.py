@@ -257,6 +257,7 @@ class SettlementExchange:
                 fee_bp=run.fee_bp,
                 lines=lines,
                 issued=now,
+                threshold_minor=self.settings.settlement_threshold_minor,
             )
             signed = proofs.sign_document(document, await self.proof_key(session), now)
             session.add(
@@ -607,10 +608,28 @@ class SettlementExchange:
             payable, receivable = out[-1].total_minor, incoming[-1].total_minor
             peer = await session.scalar(select(Peer).where(Peer.host == peer_host))
             assert peer is not None
-            carried = await self._carried_in(session, period, peer_host)
-            net = payable - receivable + carried
-            # Nothing to pay: the two statements cancel out and are settled at once.
-            action = "pay" if net != 0 else "settled"
+            previous = await self._carried(session, period, peer_host)
+            periods = [period]
+            carried = 0
+            if previous is not None:
+                # Last month's net was below the threshold: it is settled together with this one.
+                carried = previous.net_minor
+                payable += previous.payable_minor
+                receivable += previous.receivable_minor
+                periods = [*previous.document.get("periods", [previous.period]), period]
+                previous.state = "rolled_over"
+            net = payable - receivable
+            threshold = max(
+                self.settings.settlement_threshold_minor,
+                _threshold_of(incoming[-1].document),
+            )
+            # Both sides use the larger threshold of the two statements, so they agree.
+            if net == 0:
+                action = "settled"
+            elif abs(net) < threshold:
+                action = "carry"
+            else:
+                action = "pay"
             reference = payment_reference(period, self.host, peer_host)
             we_pay = net > 0
             document = {
@@ -640,6 +659,9 @@ class SettlementExchange:
                     "amount": str(abs(net)),
                 },
                 "action": action,
+                "threshold": str(threshold),
+                "carriedIn": str(carried),
+                "periods": periods,
                 "paymentReference": reference,
             }
             settlement = Settlement(
@@ -652,7 +674,7 @@ class SettlementExchange:
                 net_minor=net,
                 action=action,
                 payment_reference=reference,
-                state="agreed" if action == "pay" else "confirmed",
+                state={"pay": "agreed", "carry": "carried", "settled": "confirmed"}[action],
                 document=proofs.sign_document(
                     document, await self.proof_key(session), self.clock.now()
                 ),
@@ -683,16 +705,17 @@ class SettlementExchange:
                     )
             return settlement
 
-    async def _carried_in(self, session: AsyncSession, period: str, peer_host: str) -> int:
+    async def _carried(
+        self, session: AsyncSession, period: str, peer_host: str
+    ) -> Settlement | None:
         previous = str(Period.parse(period).previous())
-        row = await session.scalar(
+        return await session.scalar(
             select(Settlement).where(
                 Settlement.period == previous,
                 Settlement.peer_host == peer_host,
                 Settlement.state == "carried",
             )
         )
-        return row.net_minor if row is not None else 0
 
     async def _event(
         self,
@@ -795,16 +818,19 @@ class SettlementExchange:
     async def _release_earnings(
         self, session: AsyncSession, settlement: Settlement
     ) -> list[tuple[str, int]]:
-        statement = await session.scalar(
-            select(Statement).where(
-                Statement.period == settlement.period,
-                Statement.peer_host == settlement.peer_host,
-                Statement.direction == "in",
-                Statement.state == "accepted",
+        statements = (
+            await session.scalars(
+                select(Statement).where(
+                    Statement.period.in_(settlement.document.get("periods", [settlement.period])),
+                    Statement.peer_host == settlement.peer_host,
+                    Statement.direction == "in",
+                    Statement.state == "accepted",
+                )
             )
-        )
+        ).all()
+        lines = [line for statement in statements for line in statement.document.get("lines", [])]
         postings: list[tuple[str, int]] = []
-        for line in statement.document.get("lines", []) if statement is not None else []:
+        for line in lines:
             creator = await self._creator_of(session, str(line["object"]))
             amount = int(line["amount"])
             postings.append((ledger.earnings_pending(creator), amount))
@@ -885,6 +911,20 @@ class SettlementExchange:
             await self._event(session, row, "confirmed_by_payee", inbound.actor_uri, {})
         return "payee confirmed our payment"
 
+    async def dispute(self, settlement_id: int, reason: str, admin: str) -> Settlement:
+        """An admin says a payment did not arrive (or is wrong): the settlement is investigated."""
+        if not reason.strip():
+            raise ExchangeError("say what is wrong (the reason is kept in the history)")
+        async with self.database.transaction() as session:
+            settlement = await session.get(Settlement, settlement_id)
+            if settlement is None:
+                raise ExchangeError(f"no settlement {settlement_id}")
+            if settlement.state not in {"agreed", "payment_sent"}:
+                raise ExchangeError(f"the settlement is {settlement.state}; nothing to dispute")
+            settlement.state = "investigating"
+            await self._event(session, settlement, "disputed", admin, {"reason": reason.strip()})
+        return settlement
+
     async def overdue(self) -> int:
         """Payments not confirmed by their deadline open an investigation."""
         now = self.clock.now()
@@ -905,6 +945,12 @@ class SettlementExchange:
                 )
                 count += 1
         return count
+
+
+def _threshold_of(statement: dict[str, Any]) -> int:
+    rules = statement.get("rules")
+    value = rules.get("settlementThresholdMinor") if isinstance(rules, dict) else None
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 16 else 0
 
 
 def _merge(postings: list[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -21,6 +21,38 @@ log = logging.getLogger(__name__)
 CLOSE_KIND = "month-close"
 
 
+WATCH_KIND = "settlement-watch"
+
+
+class SettlementWatch:
+    """Once a day: payments not confirmed by their deadline open an investigation."""
+
+    def __init__(self, database: Database, clock: Clock, overdue: Callable[[], Awaitable[int]]):
+        self.database = database
+        self.clock = clock
+        self.overdue = overdue
+
+    async def schedule(self) -> None:
+        tomorrow = (self.clock.now() + timedelta(days=1)).replace(
+            hour=6, minute=0, second=0, microsecond=0
+        )
+        async with self.database.transaction() as session:
+            await enqueue(
+                session,
+                kind=WATCH_KIND,
+                payload={},
+                now=self.clock.now(),
+                run_after=tomorrow,
+                dedupe_key=f"{WATCH_KIND}:{tomorrow.date().isoformat()}",
+            )
+
+    async def handle(self, job: Job) -> None:
+        await self.schedule()
+        opened = await self.overdue()
+        if opened:
+            log.warning("settlements overdue; investigations opened", extra={"count": opened})
+
+
 class CloseScheduler:
     """Queues the close of every period and runs it when due (on whichever worker claims it).
 

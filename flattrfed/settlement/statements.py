@@ -96,6 +96,7 @@ def build_statement(
     fee_bp: int,
     lines: Iterable[Line],
     issued: datetime,
+    threshold_minor: int = 0,
 ) -> dict[str, Any]:
     """The unsigned statement document for one (period, issuer, counterparty)."""
     ordered = sorted(lines, key=lambda line: line.like_uri)
@@ -123,7 +124,12 @@ def build_statement(
         "issuer": issuer,
         "counterparty": counterparty,
         "currency": currency,
-        "rules": {"split": SPLIT_RULE, "feeBasisPoints": fee_bp},
+        "rules": {
+            "split": SPLIT_RULE,
+            "feeBasisPoints": fee_bp,
+            # Nets below this carry to the next month; both sides use the larger threshold.
+            "settlementThresholdMinor": str(threshold_minor),
+        },
         "donors": [
             {"donor": donor, "share": str(rows[0].amount_minor), "lines": len(rows)}
             for donor, rows in sorted(donors.items())

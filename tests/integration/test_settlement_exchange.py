@@ -214,3 +214,99 @@ async def test_over_the_credit_limit_the_lines_are_rejected_and_the_donors_repai
     async with beta.services.database.sessions() as session:
         assert await ledger.owed_to_member(session, ledger.earnings_pending(dave.id)) == 0
         assert await check_ledger(session, "EUR") == []
+
+
+async def test_a_net_below_the_threshold_carries_into_next_month(federation: Federation) -> None:
+    alpha = await federation.start("alpha", fee_bp=0, settlement_threshold_minor=500)
+    beta = await federation.start("beta", fee_bp=0, settlement_threshold_minor=100)
+    await peer(alpha, beta)
+    await peer(beta, alpha)
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await donor(alpha, "ann", budget=300, deposit=1000)
+    await click(alpha, ann, f"@pod@{beta.host}")
+    await federation.step_workers()
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+
+    (november,) = await settlements(alpha, "2026-11")
+    # 300 < the larger threshold (500): carried, nothing to pay yet, on both sides.
+    assert (november.net_minor, november.action, november.state) == (300, "carry", "carried")
+    (at_beta,) = await settlements(beta, "2026-11")
+    assert (at_beta.net_minor, at_beta.state) == (-300, "carried")
+
+    await click(alpha, ann, f"@pod@{beta.host}")  # December
+    await federation.step_workers()
+    federation.clock.set(datetime(2027, 1, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+    (december,) = await settlements(alpha, "2026-12")
+    assert (december.net_minor, december.action, december.carried_in_minor) == (600, "pay", 300)
+    assert december.document["periods"] == ["2026-11", "2026-12"]
+    (beta_december,) = await settlements(beta, "2026-12")
+    await alpha.services.exchange.mark_paid(december.id, "SEPA-9", "admin")
+    await federation.step_workers()
+    await beta.services.exchange.confirm(beta_december.id, "admin")
+    async with beta.services.database.sessions() as session:
+        assert await ledger.owed_to_member(session, ledger.earnings_available(dave.id)) == 600
+        assert await ledger.balance(session, ledger.peer_receivable(alpha.host)) == 0
+        assert await check_ledger(session, "EUR") == []
+    async with alpha.services.database.sessions() as session:
+        assert await ledger.balance(session, ledger.peer_payable(beta.host)) == 0
+        assert await check_ledger(session, "EUR") == []
+
+
+async def test_an_unconfirmed_payment_opens_an_investigation_after_the_deadline(
+    federation: Federation,
+) -> None:
+    alpha = await federation.start("alpha", fee_bp=0)
+    beta = await federation.start("beta", fee_bp=0)
+    await peer(alpha, beta)
+    await peer(beta, alpha)
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await donor(alpha, "ann", budget=300, deposit=300)
+    await click(alpha, ann, f"@pod@{beta.host}")
+    await federation.step_workers()
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+    (at_alpha,) = await settlements(alpha, "2026-11")
+    await alpha.services.exchange.mark_paid(at_alpha.id, "SEPA-1", "admin")
+    await federation.step_workers()
+
+    federation.clock.set(datetime(2026, 12, 17, 7, tzinfo=UTC))  # past the 14-day deadline
+    await federation.step_workers()
+    (at_alpha,) = await settlements(alpha, "2026-11")
+    (at_beta,) = await settlements(beta, "2026-11")
+    assert at_alpha.state == "investigating"
+    assert at_beta.state == "investigating"
+    # The payee's admin finds the money after all: confirming closes the investigation.
+    await beta.services.exchange.confirm(at_beta.id, "admin")
+    async with beta.services.database.sessions() as session:
+        assert await ledger.owed_to_member(session, ledger.earnings_available(dave.id)) == 300
+        assert await check_ledger(session, "EUR") == []
+
+
+async def test_an_admin_can_dispute_an_agreed_settlement(federation: Federation) -> None:
+    alpha = await federation.start("alpha", fee_bp=0)
+    beta = await federation.start("beta", fee_bp=0)
+    await peer(alpha, beta)
+    await peer(beta, alpha)
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await donor(alpha, "ann", budget=300, deposit=300)
+    await click(alpha, ann, f"@pod@{beta.host}")
+    await federation.step_workers()
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+    (at_beta,) = await settlements(beta, "2026-11")
+    disputed = await beta.services.exchange.dispute(at_beta.id, "amount differs", "bea")
+    assert disputed.state == "investigating"
+    from flattrfed.db.models import SettlementEvent
+
+    async with beta.services.database.sessions() as session:
+        events = (
+            await session.scalars(
+                select(SettlementEvent).where(SettlementEvent.settlement_id == at_beta.id)
+            )
+        ).all()
+    assert [(e.action, e.actor) for e in events] == [("agreed", "system"), ("disputed", "bea")]
