@@ -10,7 +10,7 @@ export FLATTRFED_DATA_DIR ?= $(CURDIR)/var
 export FLATTRFED_BASE_URL ?= http://$(HOST):$(PORT)
 export FLATTRFED_ALLOW_HTTP ?= 1
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint demo clean
 
 $(BIN)/flattrfed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "flattrfed needs Python 3.11 or newer")'
@@ -30,6 +30,9 @@ lint: $(BIN)/flattrfed
 	$(BIN)/ruff check flattrfed tests
 	$(BIN)/ruff format --check flattrfed tests
 	$(BIN)/mypy
+
+demo: $(BIN)/flattrfed
+	$(BIN)/flattrfed demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

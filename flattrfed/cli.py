@@ -469,6 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_settlement_commands(commands)
     add_exchange_commands(commands)
 
+    demo = commands.add_parser(
+        "demo", help="three instances on loopback live through a month of flattrs and settle it"
+    )
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="keep the instances up to click through"
+    )
+
     config = commands.add_parser("config", help="settings").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
     )
@@ -481,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        # The demo makes its own three instances: it needs no settings of an instance.
+        from flattrfed.demo import main as demo_main
+
+        return demo_main(args.json, args.keep_running)
     try:
         settings = load_settings()
     except ConfigError as error:
