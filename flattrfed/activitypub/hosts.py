@@ -8,6 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.db.models import DomainBlock, FederationHost
+from flattrfed.db.statements import insert_ignoring_duplicates
 
 # Like Mastodon: a host failing on this many distinct days is paused until it answers again.
 FAILURE_DAYS_THRESHOLD = 7
@@ -52,8 +53,13 @@ async def record_failure(session: AsyncSession, host: str, now: datetime, error:
     row = await _row(session, host)
     if row is None:
         await _prune(session)
-        row = FederationHost(host=host, failure_days=0)
-        session.add(row)
+        # Two workers may fail on a new host at once: insert-or-nothing, then read the row.
+        dialect = session.get_bind().dialect.name
+        await session.execute(
+            insert_ignoring_duplicates(dialect, FederationHost, host=host, failure_days=0)
+        )
+        row = await _row(session, host)
+        assert row is not None
     day = now.date().isoformat()
     if row.last_failure_day != day:
         row.failure_days = (row.failure_days or 0) + 1
@@ -87,10 +93,11 @@ async def _prune(session: AsyncSession) -> None:
     count = await session.scalar(select(func.count()).select_from(FederationHost)) or 0
     if count < MAX_HOST_ROWS:
         return
+    # Healthy-ish rows go first; if only paused hosts are left, the longest-silent of those go
+    # too (D5: an attacker can make hosts fail on purpose, so no kind of row may grow unbounded).
     oldest = (
         select(FederationHost.id)
-        .where(FederationHost.unavailable_since.is_(None))
-        .order_by(FederationHost.last_failure_at)
+        .order_by(FederationHost.unavailable_since.is_not(None), FederationHost.last_failure_at)
         .limit(count - MAX_HOST_ROWS + 1)
     )
     await session.execute(delete(FederationHost).where(FederationHost.id.in_(oldest)))

@@ -70,6 +70,20 @@ class Instance:
     def actor_uri(self, username: str, kind: str = "person") -> str:
         return self.services.urls.actor(kind, username)
 
+    async def run_deliveries(self) -> int:
+        """Run only due deliveries (not the daily and monthly jobs); returns how many ran."""
+        from flattrfed.activitypub.delivery import DELIVER_KIND
+        from flattrfed.worker import Worker
+
+        worker = self.services.worker
+        only = Worker(
+            self.services.database,
+            self.services.clock,
+            {DELIVER_KIND: worker.handlers[DELIVER_KIND]},
+            worker_id=worker.worker_id,
+        )
+        return await only.run_until_idle()
+
     async def run_worker(self) -> int:
         """Run this instance's due work until none is left; returns how many rows ran."""
         return await self.services.worker.run_until_idle()

@@ -1411,6 +1411,30 @@ async def test_d5_failing_hosts_table_stays_bounded(
     assert set(tracked) <= {host_of(inbox, allow_http=True) for inbox in inboxes}
 
 
+async def test_d5_paused_hosts_cannot_grow_the_table_past_its_cap(
+    database: Any, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hosts, "MAX_HOST_ROWS", 5)
+    # The table is full of paused hosts (each failed on seven distinct days).
+    async with database.transaction() as session:
+        for index in range(5):
+            session.add(
+                FederationHost(
+                    host=f"paused-{index}.test",
+                    failure_days=7,
+                    last_failure_at=clock.now() - timedelta(days=index + 1),
+                    unavailable_since=clock.now() - timedelta(days=index + 1),
+                )
+            )
+    async with database.transaction() as session:
+        await hosts.record_failure(session, "new.test", clock.now(), "down")
+    async with database.sessions() as session:
+        rows = {row.host for row in (await session.scalars(select(FederationHost))).all()}
+    assert len(rows) <= 5
+    assert "new.test" in rows
+    assert "paused-4.test" not in rows  # the longest-silent paused host made room
+
+
 @pytest.mark.parametrize(
     ("shape", "status"),
     [

@@ -508,7 +508,7 @@ async def fail_on_days(
     for day in range(days):
         if day:
             clock.advance(DAY)
-        assert await alpha.run_worker() == 1
+        assert await alpha.run_deliveries() == 1
     return item
 
 
@@ -530,7 +530,7 @@ async def test_a_host_failing_on_seven_distinct_days_is_paused_and_shown_to_admi
     assert host.unavailable_since is None
 
     clock.advance(DAY)
-    assert await alpha.run_worker() == 1  # the seventh distinct day
+    assert await alpha.run_deliveries() == 1  # the seventh distinct day
     host = await host_row(alpha, sink.host)
     assert host is not None
     assert host.failure_days == 7
@@ -700,13 +700,13 @@ async def test_a_delivery_claimed_by_a_worker_that_crashed_is_sent_once_after_th
     [job] = await crashed.claim()  # claimed after the commit, then the process died
     assert job.payload["activity"]["id"] == create_id(item)
 
-    assert await alpha.run_worker() == 0  # the lease still holds
+    assert await alpha.run_deliveries() == 0  # the lease still holds
     federation.clock.advance(crashed.lease - timedelta(seconds=1))
-    assert await alpha.run_worker() == 0
+    assert await alpha.run_deliveries() == 0
     federation.clock.advance(timedelta(seconds=2))
-    assert await alpha.run_worker() == 1
+    assert await alpha.run_deliveries() == 1
     federation.clock.advance(DAY)
-    assert await alpha.run_worker() == 0
+    assert await alpha.run_deliveries() == 0
     assert [d.activity["id"] for d in sink.deliveries("Create")] == [create_id(item)]
     row = await row_for(alpha, create_id(item))
     assert (row.state, row.attempts, row.lease_owner) == (WorkState.DONE, 2, None)

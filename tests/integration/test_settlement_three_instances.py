@@ -24,6 +24,7 @@ from flattrfed.db.models import (
     ClearingRun,
     DonorClose,
     Flattr,
+    InboundActivity,
     LedgerAccount,
     Member,
     OutboundLike,
@@ -384,9 +385,23 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
     late_undo = await received_like(alpha, gil_zine.like_uri)
     assert late_undo.undone_at is not None
     assert late_undo.undone_at >= CUTOFF + GRACE
+    async with alpha.services.database.sessions() as session:
+        arrived = {
+            (row.type, row.actor_uri): row.id
+            for row in await session.scalars(
+                select(InboundActivity).where(InboundActivity.received_at >= CUTOFF + GRACE)
+            )
+        }
+    # The Undo was in alpha's inbox before gamma's statement, so it was judged with it.
+    assert arrived["Undo", gamma.actor_uri("gil")] < arrived["Offer", gamma.url("/actor")]
 
     after_close = await all_books(instances)
     assert_cash_backed(after_close)
+    # Money changed accounts (wallets → fees, earnings, payables / receivables) but the
+    # federation's obligations net of what it is owed are the same, and equal to its cash.
+    assert sum(book.owed_net for book in after_close.values()) == sum(
+        book.owed_net for book in before_close.values()
+    )
     # The close and the statements move no cash anywhere.
     assert {name: book.cash for name, book in after_close.items()} == {
         name: book.cash for name, book in before_close.items()
@@ -498,19 +513,24 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
 
     # --- payment: the payer marks it paid, the payee confirms ---
     for one, other in pairs:
+        cash_before = {name: book.cash for name, book in (await all_books(instances)).items()}
         here = await settlement(one, other.host)
         payer, payee = (one, other) if here.net_minor > 0 else (other, one)
         to_pay = await settlement(payer, payee.host)
         await payer.services.exchange.mark_paid(to_pay.id, f"SEPA-{payer.name}", "admin")
         await federation.step_workers()
-        # In flight: the payer's cash left, the payee has not seen it yet.
+        # In flight: the payer's cash left, the payee has not booked it yet.
         in_flight = await all_books(instances)
         assert_cash_backed(in_flight)
+        net = to_pay.net_minor
+        assert in_flight[payer.name].cash == cash_before[payer.name] - net
+        assert in_flight[payee.name].cash == cash_before[payee.name]
         to_confirm = await settlement(payee, payer.host)
         await payee.services.exchange.confirm(to_confirm.id, "admin")
         await federation.step_workers()
         confirmed = await all_books(instances)
         assert_cash_backed(confirmed)
+        assert confirmed[payee.name].cash == cash_before[payee.name] + net
         assert sum(book.cash for book in confirmed.values()) == deposits
         for row in (await settlement(payer, payee.host), await settlement(payee, payer.host)):
             assert row.state == "confirmed"

@@ -1,0 +1,487 @@
+"""A seeded, VOPR-style simulation: three peered instances flattr each other for a month while the
+network partitions, duplicates, reorders and crashes; then it heals and everything must settle.
+
+research/clearing.md §2.5. One `random.Random(seed)` decides everything: the instances' fees
+and thresholds, the credit limits, the members, every click and undo, when time moves, which
+worker runs when and in what order, and every fault (tests/harness/faults.py). The clock is a
+ManualClock; nothing sleeps. After the fault phase (a month of clicks with partitions, duplicate
+deliveries, shuffled work, workers crashing between commit and send and between send and
+commit, and one instance offline for days around the month close) comes a liveness phase with
+a healed network, after which, for the closed month:
+
+* every statement reached a final state: each instance's last revision to each peer, and from
+  each peer, is accepted; earlier revisions are rejected;
+* every pair has a settlement on both sides, with equal and opposite nets;
+* `check_ledger` finds nothing on any instance;
+* money is conserved: no payment was made, so each instance's cash is what its donors
+  deposited; each ledger sums to zero; each pair's payable on one side is the receivable on the
+  other; and all member money across the federation adds up to all deposits.
+
+A failing seed is a regression test: add it to REGRESSION_SEEDS (with a comment naming the
+bug) so it runs on every build from then on. The assertion messages name the seed and end with
+the fault log; `pytest -k 'seed-NNN'` runs one seed. To explore, run new seeds with
+FLATTRFED_SIMULATION_SEEDS=1000-1099 (a range or a comma-separated list).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from flattrfed.clock import ManualClock
+from flattrfed.db.models import (
+    ClearingRun,
+    Flattr,
+    LedgerAccount,
+    Member,
+    Settlement,
+    Statement,
+    WorkItem,
+    WorkState,
+)
+from flattrfed.flattring.flattrs import flattr, unflattr
+from flattrfed.flattring.peers import add_peer, discover_peer
+from flattrfed.flattring.resolve import CannotFlattr, Target, resolve_target
+from flattrfed.flattring.wallets import record_deposit
+from flattrfed.money import Money
+from flattrfed.settlement import ledger
+from flattrfed.settlement.checks import check_ledger
+from flattrfed.settlement.schedule import CLOSE_KIND, WATCH_KIND
+from tests.harness.databases import DatabaseFactory
+from tests.harness.faults import Faults, FaultyResolver, acting_as
+from tests.harness.instances import Federation, Instance
+
+PERIOD = "2026-11"
+NAMES = ("alpha", "beta", "gamma")
+# The month's clicks and faults run until about here; the close is due at 2026-12-02 00:00.
+FAULTS_END = datetime(2026, 11, 30, 6, tzinfo=UTC)
+# Everything must have settled by then (the December close is due on 2027-01-02).
+LIVENESS_DEADLINE = datetime(2026, 12, 24, tzinfo=UTC)
+# Work that is never "finished": each month's next close, and the daily settlement watch.
+RECURRING = frozenset({CLOSE_KIND, WATCH_KIND})
+
+SEEDS = [11, 2024, 90210]
+# Seeds that once failed, each with the bug it found. Keep them forever.
+REGRESSION_SEEDS: list[int] = []
+
+
+def _seeds_from_environment() -> list[int]:
+    text = os.environ.get("FLATTRFED_SIMULATION_SEEDS", "").strip()
+    if not text:
+        return []
+    if "-" in text:
+        low, high = (int(part) for part in text.split("-", 1))
+        return list(range(low, high + 1))
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+ALL_SEEDS = sorted(set(SEEDS + REGRESSION_SEEDS + _seeds_from_environment()))
+
+
+@dataclass
+class Swarm:
+    """Fault probabilities drawn per seed ("swarm testing"): some seeds are calm, some rough."""
+
+    click: float
+    undo: float
+    partition: float
+    duplicate: float
+    crash_after_commit: float
+    crash_after_send: float
+    full_step: float
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Swarm:
+        return cls(
+            click=rng.uniform(0.4, 0.8),
+            undo=rng.uniform(0.0, 0.1),
+            partition=rng.uniform(0.05, 0.3),
+            duplicate=rng.uniform(0.05, 0.3),
+            crash_after_commit=rng.uniform(0.02, 0.12),
+            crash_after_send=rng.uniform(0.02, 0.12),
+            full_step=rng.uniform(0.2, 0.7),
+        )
+
+
+@dataclass
+class World:
+    seed: int
+    rng: random.Random
+    federation: Federation
+    faults: Faults
+    swarm: Swarm
+    instances: dict[str, Instance] = field(default_factory=dict)
+    donors: list[tuple[Instance, Member]] = field(default_factory=list)
+    things: list[tuple[Instance, str, int]] = field(default_factory=list)  # (home, handle, owner)
+    targets: dict[tuple[str, str], Target] = field(default_factory=dict)
+    deposits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    clicks: int = 0
+    undos: int = 0
+
+    def say(self, problem: str) -> str:
+        """An assertion message: the seed, the problem, and the fault log to read it by."""
+        tail = "\n  ".join(self.faults.log[-60:])
+        return f"seed {self.seed}: {problem}\n  swarm {self.swarm}\n  fault log (last 60):\n  {tail}"
+
+
+# --- building the federation ----------------------------------------------------------------
+
+
+async def start_world(
+    seed: int, clock: ManualClock, databases: DatabaseFactory, workdir: Path
+) -> World:
+    rng = random.Random(seed)
+    resolver = FaultyResolver(refuse_with=rng.choice(["dns", "connect"]))
+    federation = Federation(clock=clock, databases=databases, workdir=workdir, resolver=resolver)
+    world = World(seed, rng, federation, Faults(federation, rng), Swarm.draw(rng))
+    for name in NAMES:
+        # Started inside acting_as: the server serves its requests in this context, so the
+        # fetches it makes while verifying deliveries count as its own.
+        with acting_as(name):
+            world.instances[name] = await federation.start(
+                name,
+                fee_bp=rng.choice([0, 0, 100, 250]),
+                settlement_threshold_minor=rng.choice([0, 0, 0, 150]),
+            )
+    for first in world.instances.values():
+        for second in world.instances.values():
+            if first is not second:
+                # Mostly roomy; sometimes tight enough that a statement is refused and revised.
+                limit = rng.choice([100_000, 100_000, 100_000, 400])
+                await peer(first, second, limit)
+    for instance in world.instances.values():
+        for index in range(2):
+            creator = await instance.create_member(f"maker{index}")
+            handle = f"work{index}{instance.name}"
+            await instance.create_thing(creator, handle, f"{creator.username}'s work")
+            world.things.append((instance, handle, creator.id))
+        for index in range(rng.randint(2, 3)):
+            budget = rng.randrange(200, 2000, 10)
+            deposit = rng.randrange(budget // 2, budget * 2, 10)
+            member = await donor(instance, f"donor{index}", budget, deposit)
+            world.donors.append((instance, member))
+            world.deposits[instance.name] += deposit
+    for instance in world.instances.values():
+        for home, handle, _owner in world.things:
+            with acting_as(instance.name):
+                world.targets[instance.name, handle] = await resolve_target(
+                    instance.services, f"@{handle}@{home.host}"
+                )
+    return world
+
+
+async def peer(one: Instance, other: Instance, credit_limit: int) -> None:
+    services = one.services
+    with acting_as(one.name):
+        actor, currency = await discover_peer(
+            services.nodeinfo, other.host, services.settings.currency, services.clock.now()
+        )
+    async with services.database.transaction() as session:
+        await add_peer(
+            session,
+            host=other.host,
+            clearing_actor=actor,
+            currency=currency,
+            credit_limit_minor=credit_limit,
+            now=services.clock.now(),
+        )
+
+
+async def donor(instance: Instance, name: str, budget: int, deposit: int) -> Member:
+    member = await instance.create_member(name)
+    async with instance.services.database.transaction() as session:
+        row = await session.get(Member, member.id)
+        assert row is not None
+        row.monthly_budget_minor = budget
+        await record_deposit(
+            session,
+            member=row,
+            amount=Money(deposit, "EUR"),
+            bank_reference=f"{instance.name}-{name}-1",
+            currency="EUR",
+            now=instance.services.clock.now(),
+        )
+    return member
+
+
+# --- what members do ------------------------------------------------------------------------
+
+
+async def click(world: World) -> None:
+    instance, member = world.rng.choice(world.donors)
+    home, handle, owner = world.rng.choice(world.things)
+    if home is instance and owner == member.id:
+        return
+    services = instance.services
+    async with services.database.transaction() as session:
+        row = await session.get(Member, member.id)
+        assert row is not None
+        try:
+            await flattr(
+                session, services.urls, row, world.targets[instance.name, handle], services.clock.now()
+            )
+        except CannotFlattr:
+            return  # already flattred this month: the button is greyed out
+    world.clicks += 1
+
+
+async def undo(world: World) -> None:
+    instance, member = world.rng.choice(world.donors)
+    services = instance.services
+    async with services.database.transaction() as session:
+        ids = (
+            await session.scalars(
+                select(Flattr.id).where(
+                    Flattr.donor_id == member.id,
+                    Flattr.undone_at.is_(None),
+                    Flattr.period == PERIOD,
+                )
+            )
+        ).all()
+        if not ids:
+            return
+        row = await session.get(Member, member.id)
+        assert row is not None
+        await unflattr(session, row, world.rng.choice(sorted(ids)), services.clock.now())
+    world.undos += 1
+
+
+# --- the phases -----------------------------------------------------------------------------
+
+
+async def fault_phase(world: World) -> None:
+    """The month: clicks and undos, time moving, workers running, and faults."""
+    rng, faults, swarm, clock = world.rng, world.faults, world.swarm, world.federation.clock
+    instances = list(world.instances.values())
+    while clock.now() < FAULTS_END:
+        clock.advance(timedelta(minutes=rng.randint(10, 9 * 60)))
+        if rng.random() < swarm.click:
+            for _ in range(rng.randint(1, 3)):
+                await click(world)
+        if rng.random() < swarm.undo:
+            await undo(world)
+        if rng.random() < swarm.partition:
+            await faults.toggle_random_partition()
+        if rng.random() < swarm.duplicate:
+            await faults.duplicate_delivery(rng.choice(instances))
+        if rng.random() < swarm.crash_after_commit:
+            await faults.crash_after_commit(rng.choice(instances))
+        if rng.random() < swarm.crash_after_send:
+            await faults.crash_after_send(rng.choice(instances))
+        if rng.random() < swarm.full_step:
+            await faults.step_workers()
+        else:
+            await faults.step_workers(batches=rng.randint(1, 4))
+    # Every seed sees each kind of fault at least once.
+    for instance in instances:
+        if not faults.duplicates:
+            await faults.duplicate_delivery(instance)
+    if faults.crashes == 0:
+        await click(world)
+        await faults.crash_after_commit(rng.choice(instances))
+
+
+async def close_phase(world: World) -> None:
+    """One instance goes down before the month closes and stays down for days; partitions come
+    and go among the others meanwhile."""
+    rng, faults, clock = world.rng, world.faults, world.federation.clock
+    victim = rng.choice(sorted(world.instances))
+    clock.set(FAULTS_END + timedelta(hours=rng.randint(0, 30)))
+    await faults.take_offline(victim)
+    down_until = datetime(2026, 12, 2, tzinfo=UTC) + timedelta(hours=rng.randint(12, 60))
+    while clock.now() < down_until:
+        clock.advance(timedelta(hours=rng.randint(1, 6)))
+        if rng.random() < world.swarm.partition:
+            await faults.toggle_random_partition()
+        if rng.random() < world.swarm.duplicate:
+            await faults.duplicate_delivery(rng.choice(faults.online()))
+        await faults.step_workers()
+    await faults.bring_online(victim)
+
+
+async def liveness_phase(world: World) -> None:
+    """The network heals; time moves an hour at a time until no work is left."""
+    faults, clock = world.faults, world.federation.clock
+    await faults.heal_all()
+    while True:
+        await faults.step_workers()
+        if await all_quiet(world):
+            return
+        assert clock.now() < LIVENESS_DEADLINE, world.say(
+            f"work still pending at {clock.now()}: {await pending_work(world)}"
+        )
+        clock.advance(timedelta(hours=1))
+
+
+async def pending_work(world: World) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for instance in world.instances.values():
+        async with instance.services.database.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(WorkItem).where(
+                        WorkItem.state == WorkState.PENDING, WorkItem.kind.not_in(RECURRING)
+                    )
+                )
+            ).all()
+        found[instance.name] = [f"{row.kind}#{row.id} {row.last_error}" for row in rows]
+    return found
+
+
+async def all_quiet(world: World) -> bool:
+    if any((await pending_work(world)).values()):
+        return False
+    for instance in world.instances.values():
+        async with instance.services.database.sessions() as session:
+            run = await session.scalar(select(ClearingRun).where(ClearingRun.period == PERIOD))
+        if run is None or run.stage != "done":
+            return False
+    return True
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+
+async def statements_of(instance: Instance) -> list[Statement]:
+    async with instance.services.database.sessions() as session:
+        rows = await session.scalars(
+            select(Statement).where(Statement.period == PERIOD).order_by(Statement.revision)
+        )
+        return list(rows.all())
+
+
+async def settlement_of(instance: Instance, peer_host: str) -> Settlement | None:
+    async with instance.services.database.sessions() as session:
+        return await session.scalar(
+            select(Settlement).where(Settlement.period == PERIOD, Settlement.peer_host == peer_host)
+        )
+
+
+async def balances(instance: Instance) -> dict[str, int]:
+    async with instance.services.database.sessions() as session:
+        rows = await session.execute(select(LedgerAccount.code, LedgerAccount.balance_minor))
+        return {code: int(amount) for code, amount in rows}
+
+
+async def check_outcome(world: World) -> None:
+    say = world.say
+    instances = world.instances
+    for instance in instances.values():
+        async with instance.services.database.sessions() as session:
+            failed = (
+                await session.scalars(select(WorkItem).where(WorkItem.state == WorkState.FAILED))
+            ).all()
+        assert not failed, say(
+            f"{instance.name} has failed work: "
+            f"{[(row.kind, row.last_error, row.payload) for row in failed]}"
+        )
+
+    # Every statement reached a final state: the last revision accepted, earlier ones rejected.
+    for instance in instances.values():
+        rows = await statements_of(instance)
+        for other in instances.values():
+            if other is instance:
+                continue
+            for direction in ("out", "in"):
+                chain = [
+                    (row.revision, row.state)
+                    for row in rows
+                    if row.direction == direction and row.peer_host == other.host
+                ]
+                assert chain, say(f"{instance.name} has no {direction} statement for {other.name}")
+                *earlier, last = chain
+                assert last[1] == "accepted" and all(s == "rejected" for _, s in earlier), say(
+                    f"{instance.name}'s {direction} statements with {other.name}: {chain}"
+                )
+                assert [revision for revision, _ in chain] == list(range(1, len(chain) + 1)), say(
+                    f"{instance.name}'s {direction} revisions with {other.name}: {chain}"
+                )
+
+    # Every pair settled on both sides, with equal and opposite nets.
+    for first in instances.values():
+        for second in instances.values():
+            if first.name >= second.name:
+                continue
+            one = await settlement_of(first, second.host)
+            two = await settlement_of(second, first.host)
+            assert one is not None and two is not None, say(
+                f"no settlement between {first.name} ({one}) and {second.name} ({two})"
+            )
+            assert (one.net_minor, one.payable_minor, one.receivable_minor) == (
+                -two.net_minor,
+                two.receivable_minor,
+                two.payable_minor,
+            ), say(f"{first.name} and {second.name} disagree: {one.document} vs {two.document}")
+            assert (one.action, one.payment_reference) == (two.action, two.payment_reference)
+            assert one.document["net"] == two.document["net"], say("net documents differ")
+
+    # The ledgers: clean, zero-sum, cash untouched, and each payable the other's receivable.
+    books = {name: await balances(instance) for name, instance in instances.items()}
+    for name, instance in instances.items():
+        async with instance.services.database.sessions() as session:
+            problems = await check_ledger(session, "EUR")
+        assert problems == [], say(f"check_ledger on {name}: {problems}")
+        assert sum(books[name].values()) == 0, say(f"{name}'s balances do not sum to zero")
+        assert books[name].get(ledger.CASH_BANK, 0) == world.deposits[name], say(
+            f"{name}'s cash moved without a payment"
+        )
+    for first in instances.values():
+        for second in instances.values():
+            if first is second:
+                continue
+            payable = -books[first.name].get(ledger.peer_payable(second.host), 0)
+            receivable = books[second.name].get(ledger.peer_receivable(first.host), 0)
+            assert payable == receivable, say(
+                f"{first.name} owes {second.name} {payable}, who expects {receivable}"
+            )
+            settled = await settlement_of(first, second.host)
+            assert settled is not None
+            if settled.action != "settled":
+                assert payable == settled.payable_minor, say(
+                    f"{first.name}'s payable to {second.name} is {payable}, "
+                    f"its settlement says {settled.payable_minor}"
+                )
+    # Across the federation, what is owed to members (wallets, earnings) and the fees add up
+    # to every deposit: the payables and receivables between instances cancel out.
+    owed = sum(
+        -amount
+        for book in books.values()
+        for code, amount in book.items()
+        if code.startswith("member:") or code == ledger.FEES
+    )
+    assert owed == sum(world.deposits.values()), say(
+        f"member money {owed} != deposits {sum(world.deposits.values())}"
+    )
+
+    # The faults did happen (a schedule that injected nothing proves nothing).
+    assert world.faults.duplicates > 0 and world.faults.crashes > 0, say("no faults injected")
+    assert world.faults.resolver.refusals, say("the network never refused a connection")
+    async with instances["alpha"].services.database.sessions() as session:
+        total = await session.scalar(select(func.count()).select_from(Flattr))
+    assert total is not None
+
+
+@pytest.mark.parametrize("seed", ALL_SEEDS, ids=[f"seed-{seed}" for seed in ALL_SEEDS])
+async def test_a_month_of_faults_settles_once_the_network_heals(
+    seed: int, clock: ManualClock, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    world = await start_world(seed, clock, database_factory, tmp_path)
+    try:
+        await fault_phase(world)
+        await close_phase(world)
+        await liveness_phase(world)
+        await check_outcome(world)
+    finally:
+        await world.federation.close()
+    print(
+        f"seed {seed}: {world.clicks} clicks, {world.undos} undos, "
+        f"{world.faults.duplicates} duplicates, {world.faults.crashes} crashes, "
+        f"{len(world.faults.resolver.refusals)} refused lookups"
+    )
