@@ -104,7 +104,7 @@ def create_app(
     exchange = SettlementExchange(database, clock, settings, urls, client, keys)
     exchange.register(dispatcher)
     scheduler = CloseScheduler(database, clock, settings, before_close, exchange.issue_statements)
-    watch = SettlementWatch(database, clock, exchange.overdue)
+    watch = SettlementWatch(database, clock, exchange.daily)
     worker = Worker(
         database,
         clock,

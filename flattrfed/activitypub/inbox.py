@@ -118,7 +118,9 @@ async def verify_request(
         except (KeyUnavailable, signatures.SignatureError):
             raise Refused(401, "signature_mismatch") from None
     if key.owner_uri != actor_uri:
-        raise Refused(401, "key_not_owned_by_actor")
+        # The request is authentic, but its signer may not speak for this actor: 403, which
+        # senders treat as final (a 401 would be retried for days by Mastodon and Fedify).
+        raise Refused(403, "key_not_owned_by_actor")
 
 
 async def receive(request: web.Request) -> web.Response:

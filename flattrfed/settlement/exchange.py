@@ -339,6 +339,20 @@ class SettlementExchange:
                 )
                 return "ignored: equivocation (same statement id, other content)"
             return "ignored: statement already received"
+        if now < period.end:
+            return "ignored: a statement for a month that has not ended"
+        async with self.database.sessions() as session:
+            settled = await session.scalar(
+                select(Statement.uri).where(
+                    Statement.direction == "in",
+                    Statement.period == str(period),
+                    Statement.peer_host == peer.host,
+                    Statement.state == "accepted",
+                )
+            )
+        if settled is not None:
+            # A later revision may only replace a rejected one: never book a month twice.
+            return f"ignored: {settled} was already accepted for {period}"
         verdict = await self._verify_against_likes(document, peer, period)
         if verdict.accepted:
             verdict = await self._within_credit_limit(document, peer, verdict)
@@ -749,7 +763,7 @@ class SettlementExchange:
                 raise ExchangeError(f"no settlement {settlement_id}")
             if settlement.net_minor <= 0 or settlement.action != "pay":
                 raise ExchangeError("this instance is not the payer of that settlement")
-            if settlement.state != "agreed":
+            if settlement.state not in {"agreed", "investigating"}:
                 raise ExchangeError(f"the settlement is {settlement.state}, not agreed")
             settlement.state = "payment_sent"
             settlement.bank_reference = bank_reference.strip()
@@ -906,7 +920,7 @@ class SettlementExchange:
         async with self.database.transaction() as session:
             row = await session.get(Settlement, settlement.id)
             assert row is not None
-            if row.state == "payment_sent":
+            if row.state in {"payment_sent", "investigating"}:
                 row.state = "confirmed"
             await self._event(session, row, "confirmed_by_payee", inbound.actor_uri, {})
         return "payee confirmed our payment"
@@ -924,6 +938,27 @@ class SettlementExchange:
             settlement.state = "investigating"
             await self._event(session, settlement, "disputed", admin, {"reason": reason.strip()})
         return settlement
+
+    async def settle_outstanding(self) -> int:
+        """Pairs with both statements accepted but no settlement (a crash came in between)."""
+        async with self.database.sessions() as session:
+            pairs = (
+                await session.execute(
+                    select(Statement.period, Statement.peer_host)
+                    .where(Statement.state == "accepted")
+                    .group_by(Statement.period, Statement.peer_host)
+                )
+            ).all()
+        made = 0
+        for period, host in pairs:
+            if await self.try_settle(period, host) is not None:
+                made += 1
+        return made
+
+    async def daily(self) -> int:
+        """The daily watch: finish interrupted settling, then flag overdue payments."""
+        await self.settle_outstanding()
+        return await self.overdue()
 
     async def overdue(self) -> int:
         """Payments not confirmed by their deadline open an investigation."""

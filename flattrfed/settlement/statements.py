@@ -146,9 +146,12 @@ def build_statement(
 
 def _amount(value: Any, what: str) -> int:
     try:
-        return Money.from_wire({"amount": value, "currency": "EUR"}).amount_minor
+        amount = Money.from_wire({"amount": value, "currency": "EUR"}).amount_minor
     except (ValueError, TypeError):
         raise StatementError(f"{what} is not an amount in minor units") from None
+    if amount < 0:
+        raise StatementError(f"{what} is negative: a statement only ever owes money one way")
+    return amount
 
 
 def read_lines(document: Mapping[str, Any], *, currency: str) -> tuple[list[Line], int, list[str]]:

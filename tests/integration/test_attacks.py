@@ -317,7 +317,7 @@ async def test_a2_actor_served_as_activitystreams_is_accepted(
 async def test_a4_activity_signed_by_another_actor_records_nothing(scene: Scene) -> None:
     # Correctly signed by mallory's own key, but the activity says it is bob's.
     answer = await scene.mallory.deliver(scene.inbox, scene.like(scene.bob))
-    refused(answer, 401, "key_not_owned_by_actor")
+    refused(answer, 403, "key_not_owned_by_actor")
     await assert_nothing_recorded(scene.alpha)
     # Control: the very same signature setup speaking for mallory herself is accepted.
     assert (await scene.mallory.deliver(scene.inbox, scene.like(scene.mallory))).status == 202
@@ -374,12 +374,12 @@ async def test_a6_warm_cache_key_cannot_sign_for_another_actor(scene: Scene) -> 
     fetches = len(scene.evil.fetches())
     # ...then the cached key signs an activity claiming to be bob's.
     answer = await scene.mallory.deliver(scene.inbox, scene.like(scene.bob))
-    refused(answer, 401, "key_not_owned_by_actor")
+    refused(answer, 403, "key_not_owned_by_actor")
     assert len(scene.evil.fetches()) == fetches  # it really came from the cache
     # Same from the database, after the in-memory cache forgot the key.
     scene.alpha.services.keys.forget(scene.mallory.key_id)
     answer = await scene.mallory.deliver(scene.inbox, scene.like(scene.bob))
-    refused(answer, 401, "key_not_owned_by_actor")
+    refused(answer, 403, "key_not_owned_by_actor")
     found = await records(scene.alpha)
     assert [row.actor_uri for row in found.inbound] == [scene.mallory.uri]
     assert [like.actor_uri for like in found.likes] == [scene.mallory.uri]
@@ -583,7 +583,7 @@ async def test_a11_trailing_dot_host_never_matches(scene: Scene) -> None:
         "actor": shouting_mallory,
         "object": scene.blog_uri,
     }
-    refused(await mallory.deliver(scene.inbox, like), 401, "key_not_owned_by_actor")
+    refused(await mallory.deliver(scene.inbox, like), 403, "key_not_owned_by_actor")
     await assert_nothing_recorded(scene.alpha)
 
     # And the comparison function itself: a trailing dot is refused, never normalised away.
@@ -909,7 +909,7 @@ async def test_s8_ld_signature_never_accepted_relayed_activity_dropped(scene: Sc
         "signatureValue": _b64(b"\x00" * 256),
     }
     answer = await scene.mallory.deliver(scene.inbox, relayed)
-    refused(answer, 401, "key_not_owned_by_actor")
+    refused(answer, 403, "key_not_owned_by_actor")
     await assert_nothing_recorded(scene.alpha)
     assert scene.victim.requests == []
 

@@ -417,7 +417,7 @@ async def test_an_ld_signed_relayed_activity_is_not_accepted_on_its_ld_signature
     inbox = str(blog["inbox"])
 
     relayed = await fedify.deliver(relay, inbox, signed)
-    assert relayed.status == 401
+    assert relayed.status == 403
     assert [json.loads(knock.answer) for knock in fedify.knocks] == [
         {"error": "key_not_owned_by_actor"},
         {"error": "key_not_owned_by_actor"},

@@ -142,7 +142,7 @@ class Books:
 
     @property
     def owed_net(self) -> int:
-        """Wallets + earnings + fees + payables − receivables: what cash must cover."""
+        """Wallets + earnings + fees + payables - receivables: what cash must cover."""
         return (
             self.wallets
             + self.earnings_pending
@@ -156,7 +156,9 @@ class Books:
 
 async def books(instance: Instance) -> Books:
     async with instance.services.database.sessions() as session:
-        rows = (await session.execute(select(LedgerAccount.code, LedgerAccount.balance_minor))).all()
+        rows = (
+            await session.execute(select(LedgerAccount.code, LedgerAccount.balance_minor))
+        ).all()
     sums = dict.fromkeys(Books.__dataclass_fields__, 0)
     for code, balance in rows:
         if code.startswith("cash:"):
@@ -221,9 +223,7 @@ async def statement(instance: Instance, direction: str, peer_host: str) -> State
 async def settlement(instance: Instance, peer_host: str) -> Settlement:
     async with instance.services.database.sessions() as session:
         row = await session.scalar(
-            select(Settlement).where(
-                Settlement.period == PERIOD, Settlement.peer_host == peer_host
-            )
+            select(Settlement).where(Settlement.period == PERIOD, Settlement.peer_host == peer_host)
         )
     assert row is not None, (instance.name, peer_host)
     return row
@@ -298,7 +298,7 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
     assert_cash_backed(before_clicks)
 
     # Mid-November: flattrs in every direction between the three instances.
-    ann_zine = await click(alpha, ann, thing("zine"))  # local
+    await click(alpha, ann, thing("zine"))  # local
     await click(alpha, ann, thing("pod"))  # alpha → beta
     await click(alpha, ann, thing("film"))  # alpha → gamma
     await click(alpha, abe, thing("game"))  # alpha → gamma
@@ -407,10 +407,13 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
         name: book.cash for name, book in before_close.items()
     }
     assert sum(book.cash for book in after_close.values()) == deposits
+    for instance in instances:
+        async with instance.services.database.sessions() as session:
+            assert await check_ledger(session, "EUR") == [], instance.name
 
     # --- per-donor conservation: fee + n·q + carry == B, and the wallet paid fee + n·q ---
     # (instance, donor) → (budget, deposit, distinct things counted)
-    expected = {
+    counted = {
         ("alpha", ann.id): (1001, 2500, 4),  # zine, pod, film, blog (the late Like)
         ("alpha", abe.id): (700, 500, 3),  # game, pod, blog; the pending plain post is not one
         ("beta", bob.id): (1001, 1001, 3),
@@ -423,11 +426,11 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
     for instance in instances:
         closes = await donor_closes(instance)
         assert {(instance.name, donor_id) for donor_id in closes} == {
-            key for key in expected if key[0] == instance.name
+            key for key in counted if key[0] == instance.name
         }
         fee_bp = 250 if instance is beta else 0
         for donor_id, close in closes.items():
-            budget, deposit, things = expected[instance.name, donor_id]
+            budget, deposit, things = counted[instance.name, donor_id]
             spent = min(budget, deposit)
             assert close.spent_minor == spent
             assert close.things == things

@@ -146,6 +146,7 @@ def test_an_edited_line_breaks_the_lines_digest() -> None:
         {"currency": "USD"},
         {"lines": "all of them"},
         {"totals": {"amount": "1.5"}},
+        {"totals": {"lines": 3, "amount": "-5"}},
     ],
 )
 def test_an_unreadable_statement_is_refused_outright(broken: dict[str, Any]) -> None:
@@ -175,3 +176,10 @@ def test_the_response_lists_each_disputed_line_with_its_reason() -> None:
         {"line": st.line_id(like(9)), "reason": st.LIKE_NOT_RECEIVED, "like": like(9)}
     ]
     assert response["statementDigest"] == st.statement_digest(document)
+
+
+def test_a_negative_line_amount_makes_the_statement_unreadable() -> None:
+    document = statement()
+    document["lines"][0]["amount"] = "-5"
+    with pytest.raises(StatementError, match="negative"):
+        verdict(document)
