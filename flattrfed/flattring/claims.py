@@ -8,6 +8,7 @@ alone proves nothing: anybody can write anybody's address into their own profile
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import actor_by_uri
 from flattrfed.activitypub.client import FetchError
-from flattrfed.activitypub.documents import ACTOR_TYPES
+from flattrfed.activitypub.delivery import enqueue_delivery
+from flattrfed.activitypub.documents import ACTOR_TYPES, like_activity
+from flattrfed.activitypub.keys import KeyUnavailable
 from flattrfed.activitypub.nodeinfo import flattrfed_metadata
 from flattrfed.activitypub.origins import BadUri, host_of, origin_of
 from flattrfed.activitypub.reading import activity_type
 from flattrfed.context import Services
-from flattrfed.db.models import Flattr, IdentityClaim, Member
+from flattrfed.db.models import Flattr, IdentityClaim, Member, OutboundLike
 from flattrfed.flattring.flattrs import EXPIRED, PAYABLE, PENDING
 from flattrfed.periods import Period
 
@@ -175,7 +178,16 @@ async def release_pending(services: Services, payee_uri: str) -> int:
     if claimant is None:
         return 0
     now = services.clock.now()
+    period = str(Period.of(now))
     host = host_of(claimant, allow_http=services.settings.allow_http)
+    remote_inbox: str | None = None
+    if not services.urls.owns(claimant):
+        # The claimant's instance must receive a flattr Like for its member, or the statement
+        # line we send it later names a Like it never saw (fetched before the transaction).
+        try:
+            remote_inbox = (await services.keys.actor(claimant)).inbox
+        except KeyUnavailable:
+            return 0
     async with services.database.transaction() as session:
         claimant_actor = await actor_by_uri(session, services.urls, claimant)
         if claimant_actor is not None and claimant_actor.member_id is not None:
@@ -189,21 +201,64 @@ async def release_pending(services: Services, payee_uri: str) -> int:
                 )
                 .values(status=EXPIRED)
             )
-        result = await session.execute(
-            update(Flattr)
-            .where(
-                Flattr.payee_uri == payee_uri,
-                Flattr.status == PENDING,
-                Flattr.undone_at.is_(None),
+        rows = (
+            await session.scalars(
+                select(Flattr).where(
+                    Flattr.payee_uri == payee_uri,
+                    Flattr.status == PENDING,
+                    Flattr.undone_at.is_(None),
+                )
             )
-            .values(
-                status=PAYABLE,
-                payee_uri=claimant,
-                payee_host=host,
-                counts_in_period=str(Period.of(now)),
-            )
+        ).all()
+        for row in rows:
+            row.status, row.payee_uri, row.payee_host = PAYABLE, claimant, host
+            row.counts_in_period = period
+            if remote_inbox is not None:
+                await _announce_to_claimant(session, services, row, claimant, remote_inbox, now)
+    return len(rows)
+
+
+async def _announce_to_claimant(
+    session: AsyncSession,
+    services: Services,
+    row: Flattr,
+    claimant: str,
+    inbox: str,
+    now: datetime,
+) -> None:
+    """A new flattr Like of the claimant's actor, replacing the one the plain author got."""
+    donor = await session.get(Member, row.donor_id)
+    assert donor is not None
+    donor_actor = await actor_by_uri(
+        session, services.urls, services.urls.actor("person", donor.username)
+    )
+    assert donor_actor is not None
+    donor_uri = services.urls.actor("person", donor.username)
+    like_uri = f"{donor_uri}/flattrs/{secrets.token_hex(8)}"
+    assert row.counts_in_period is not None
+    like = like_activity(
+        like_uri=like_uri,
+        actor_uri=donor_uri,
+        object_uri=claimant,
+        recipient=claimant,
+        published=now,
+        flattr_period=row.counts_in_period,
+        clearing_actor=services.urls.actor("instance", ""),
+    )
+    row.like_uri = like_uri
+    session.add(
+        OutboundLike(
+            actor_id=donor_actor.id,
+            object_uri=claimant,
+            like_uri=like_uri,
+            activity=like,
+            inbox=inbox,
+            created_at=now,
         )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    )
+    await enqueue_delivery(
+        session, activity=like, actor_id=donor_actor.id, inboxes=[inbox], now=now
+    )
 
 
 async def refresh_pending(services: Services) -> int:

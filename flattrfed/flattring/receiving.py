@@ -49,14 +49,18 @@ class LikeReceiver:
         dispatcher.register("Undo:Like", self.on_undo_like)
 
     async def _target(
-        self, session: AsyncSession, object_uri: str
+        self, session: AsyncSession, object_uri: str, *, is_flattr: bool
     ) -> tuple[LocalActor, Post | None]:
-        """The thing a Like is for: the thing itself, or the thing that published the post."""
+        """The thing a Like is for: the thing itself, or the thing that published the post.
+
+        A member can be the target only of a flattr: one released to them after they claimed
+        a fediverse identity that people had flattred (flattring/claims.py).
+        """
         actor = await actor_by_uri(session, self.urls, object_uri)
         if actor is not None:
-            if actor.kind != "thing":
-                raise Ignored("Like of an actor that is not a thing")
-            return actor, None
+            if actor.kind == "thing" or (actor.kind == "person" and is_flattr):
+                return actor, None
+            raise Ignored("Like of an actor that is not a thing")
         if not self.urls.owns(object_uri):
             raise Ignored("Like of an object on another server")
         post = await session.scalar(
@@ -81,8 +85,8 @@ class LikeReceiver:
         object_uri = id_of(like.get("object"))
         if not isinstance(like_uri, str) or object_uri is None:
             raise Ignored("Like without id or object")
-        target, post = await self._target(session, object_uri)
         period, clearing = flattr_instrument(like)
+        target, post = await self._target(session, object_uri, is_flattr=period is not None)
         result = await session.execute(
             insert_ignoring_duplicates(
                 session.get_bind().dialect.name,

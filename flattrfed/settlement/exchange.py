@@ -234,7 +234,8 @@ class SettlementExchange:
                 st.Line(
                     share.like_uri,
                     self.urls.actor("person", name),
-                    share.target_uri,
+                    # What the receiver got the Like for: the thing, or a claimant member.
+                    share.payee_uri,
                     share.amount_minor,
                 )
                 for share, name in shares
@@ -522,6 +523,14 @@ class SettlementExchange:
         )
 
     async def _creator_of(self, session: AsyncSession, object_uri: str) -> int:
+        person = self.urls.actor("person", "")
+        if object_uri.startswith(person):
+            member = await session.scalar(
+                select(Member.id).where(Member.username == object_uri[len(person) :])
+            )
+            if member is None:
+                raise Ignored(f"no member of ours at {object_uri}")
+            return int(member)
         prefix = self.urls.actor("thing", "")
         name = object_uri[len(prefix) :] if object_uri.startswith(prefix) else ""
         actor = await session.scalar(

@@ -310,3 +310,56 @@ async def test_an_admin_can_dispute_an_agreed_settlement(federation: Federation)
             )
         ).all()
     assert [(e.action, e.actor) for e in events] == [("agreed", "system"), ("disputed", "bea")]
+
+
+async def test_flattrs_released_to_a_claimant_on_another_instance_are_paid_there(
+    federation: Federation,
+) -> None:
+    from flattrfed.db.models import IdentityClaim, ReceivedLike
+    from flattrfed.flattring.claims import refresh_pending
+    from tests.fakes.plain import PlainServer
+
+    plain = PlainServer()
+    await plain.start("plain.test")
+    federation.resolver.add("plain.test")
+    try:
+        alpha = await federation.start("alpha", fee_bp=0)
+        beta = await federation.start("beta", fee_bp=0)
+        await peer(alpha, beta)
+        await peer(beta, alpha)
+        carol = await beta.create_member("carol")
+        ann = await donor(alpha, "ann", budget=500, deposit=500)
+        await click(alpha, ann, plain.status_uri("dave", 1))  # pending: dave is not on flattrfed
+
+        # dave turns out to be carol: both directions of the claim are in place.
+        plain.also_known_as["dave"] = [beta.actor_uri("carol")]
+        async with beta.services.database.transaction() as session:
+            session.add(
+                IdentityClaim(
+                    member_id=carol.id,
+                    remote_actor_uri=plain.actor_uri("dave"),
+                    state="verified",
+                    created_at=federation.clock.now(),
+                    verified_at=federation.clock.now(),
+                )
+            )
+        assert await refresh_pending(alpha.services) == 1
+        await federation.step_workers()
+        async with beta.services.database.sessions() as session:
+            (received,) = (await session.scalars(select(ReceivedLike))).all()
+        assert received.object_uri == beta.actor_uri("carol")
+        assert received.flattr_period == "2026-11"
+
+        federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+        await federation.step_workers()
+        (at_alpha,) = await settlements(alpha, "2026-11")
+        assert (at_alpha.payable_minor, at_alpha.net_minor) == (500, 500)
+        await alpha.services.exchange.mark_paid(at_alpha.id, "SEPA-7", "admin")
+        await federation.step_workers()
+        (at_beta,) = await settlements(beta, "2026-11")
+        await beta.services.exchange.confirm(at_beta.id, "admin")
+        async with beta.services.database.sessions() as session:
+            assert await ledger.owed_to_member(session, ledger.earnings_available(carol.id)) == 500
+            assert await check_ledger(session, "EUR") == []
+    finally:
+        await plain.close()
