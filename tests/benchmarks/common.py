@@ -33,6 +33,8 @@ BENCH_HOST = "bench.test"
 
 Scale = Literal["small", "full"]
 Backend = Literal["sqlite", "postgresql"]
+BACKENDS: tuple[Backend, ...] = ("sqlite", "postgresql")
+NO_POSTGRES = "skipped: no PostgreSQL URL (--postgres or FLATTRFED_TEST_POSTGRES_URL)"
 
 
 class BenchError(RuntimeError):
@@ -353,6 +355,10 @@ class Stopwatch:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+
+def profiling() -> bool:
+    return bool(os.environ.get(PROFILE_VARIABLE))
 
 
 @contextlib.contextmanager
