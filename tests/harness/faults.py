@@ -131,7 +131,9 @@ class Faults:
         self.log.append(f"{self.clock_now:%m-%d %H:%M} {text}")
 
     def online(self) -> list[Instance]:
-        return [i for i in self.federation.instances.values() if i.name not in self.resolver.offline]
+        return [
+            i for i in self.federation.instances.values() if i.name not in self.resolver.offline
+        ]
 
     # --- the network ---------------------------------------------------------------------------
 

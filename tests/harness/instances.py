@@ -16,9 +16,14 @@ from flattrfed.app import create_app
 from flattrfed.clock import ManualClock
 from flattrfed.config import Settings, load_settings
 from flattrfed.context import SERVICES, Services
-from flattrfed.db.models import LocalActor, Member, Thing
+from flattrfed.db.models import Flattr, LocalActor, Member, Thing
+from flattrfed.flattring.flattrs import flattr
 from flattrfed.flattring.members import create_member
+from flattrfed.flattring.peers import add_peer, discover_peer
+from flattrfed.flattring.resolve import resolve_target
 from flattrfed.flattring.things import create_thing
+from flattrfed.flattring.wallets import record_deposit
+from flattrfed.money import Money
 from tests.harness.databases import DatabaseFactory
 from tests.harness.resolver import LoopbackResolver
 
@@ -69,6 +74,48 @@ class Instance:
 
     def actor_uri(self, username: str, kind: str = "person") -> str:
         return self.services.urls.actor(kind, username)
+
+    async def peer_with(self, other: Instance, *, credit_limit_minor: int = 1_000_000) -> None:
+        """Peer with `other` as an admin would: read its NodeInfo, record the credit limit."""
+        services = self.services
+        actor, currency = await discover_peer(
+            services.nodeinfo, other.host, services.settings.currency, services.clock.now()
+        )
+        async with services.database.transaction() as session:
+            await add_peer(
+                session,
+                host=other.host,
+                clearing_actor=actor,
+                currency=currency,
+                credit_limit_minor=credit_limit_minor,
+                now=services.clock.now(),
+            )
+
+    async def create_donor(self, name: str, *, budget: int, deposit: int) -> Member:
+        """A member with a monthly budget and a recorded bank deposit."""
+        member = await self.create_member(name)
+        async with self.services.database.transaction() as session:
+            row = await session.get(Member, member.id)
+            assert row is not None
+            row.monthly_budget_minor = budget
+            await record_deposit(
+                session,
+                member=row,
+                amount=Money(deposit, self.services.settings.currency),
+                bank_reference=f"{self.name}-{name}-1",
+                currency=self.services.settings.currency,
+                now=self.services.clock.now(),
+            )
+        return member
+
+    async def flattr(self, member: Member, text: str) -> Flattr:
+        """`member` flattrs a URL or handle, resolving it first as the command line does."""
+        services = self.services
+        target = await resolve_target(services, text)
+        async with services.database.transaction() as session:
+            row = await session.get(Member, member.id)
+            assert row is not None
+            return await flattr(session, services.urls, row, target, services.clock.now())
 
     async def run_deliveries(self) -> int:
         """Run only due deliveries (not the daily and monthly jobs); returns how many ran."""

@@ -1,3 +1,4 @@
+    await beta.peer_with(alpha, credit_limit_minor=100)
 """Two peered instances close a month, exchange signed statements, net them, pay and confirm."""
 
 from __future__ import annotations
@@ -6,57 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from flattrfed.db.models import Member, Settlement, Statement
-from flattrfed.flattring.flattrs import flattr
+from flattrfed.db.models import Settlement, Statement
 from flattrfed.flattring.peers import add_peer, discover_peer
-from flattrfed.flattring.resolve import resolve_target
-from flattrfed.flattring.wallets import record_deposit
-from flattrfed.money import Money
 from flattrfed.settlement import ledger
 from flattrfed.settlement.checks import check_ledger
 from tests.harness.instances import Federation, Instance
-
-
-async def peer(one: Instance, other: Instance) -> None:
-    services = one.services
-    actor, currency = await discover_peer(
-        services.nodeinfo, other.host, services.settings.currency, services.clock.now()
-    )
-    async with services.database.transaction() as session:
-        await add_peer(
-            session,
-            host=other.host,
-            clearing_actor=actor,
-            currency=currency,
-            credit_limit_minor=100_000,
-            now=services.clock.now(),
-        )
-
-
-async def donor(instance: Instance, name: str, budget: int, deposit: int) -> Member:
-    member = await instance.create_member(name)
-    async with instance.services.database.transaction() as session:
-        row = await session.get(Member, member.id)
-        assert row is not None
-        row.monthly_budget_minor = budget
-        await record_deposit(
-            session,
-            member=row,
-            amount=Money(deposit, "EUR"),
-            bank_reference=f"{name}-1",
-            currency="EUR",
-            now=instance.services.clock.now(),
-        )
-    return member
-
-
-async def click(instance: Instance, member: Member, text: str) -> None:
-    services = instance.services
-    target = await resolve_target(services, text)
-    async with services.database.transaction() as session:
-        row = await session.get(Member, member.id)
-        assert row is not None
-        await flattr(session, services.urls, row, target, services.clock.now())
 
 
 async def settlements(instance: Instance, period: str) -> list[Settlement]:
@@ -68,17 +23,17 @@ async def settlements(instance: Instance, period: str) -> list[Settlement]:
 async def test_statements_are_exchanged_netted_paid_and_confirmed(federation: Federation) -> None:
     alpha = await federation.start("alpha", fee_bp=0)
     beta = await federation.start("beta", fee_bp=0)
-    await peer(alpha, beta)
-    await peer(beta, alpha)
+    await alpha.peer_with(beta)
+    await beta.peer_with(alpha)
     carol = await alpha.create_member("carol")
     await alpha.create_thing(carol, "zine", "Carol's zine")
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
-    ann = await donor(alpha, "ann", budget=1000, deposit=2000)  # 2 things: 500 each
-    bob = await donor(beta, "bob", budget=300, deposit=300)  # 1 thing: 300
-    await click(alpha, ann, f"@pod@{beta.host}")
-    await click(alpha, ann, f"@zine@{alpha.host}")
-    await click(beta, bob, f"@zine@{alpha.host}")
+    ann = await alpha.create_donor("ann", budget=1000, deposit=2000)  # 2 things: 500 each
+    bob = await beta.create_donor("bob", budget=300, deposit=300)  # 1 thing: 300
+    await alpha.flattr(ann, f"@pod@{beta.host}")
+    await alpha.flattr(ann, f"@zine@{alpha.host}")
+    await beta.flattr(bob, f"@zine@{alpha.host}")
     await federation.step_workers()
 
     federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
@@ -139,11 +94,11 @@ async def test_a_statement_from_an_unpeered_instance_waits_for_peering(
 ) -> None:
     alpha = await federation.start("alpha", fee_bp=0)
     beta = await federation.start("beta", fee_bp=0)
-    await peer(alpha, beta)  # beta has not peered alpha yet
+    await alpha.peer_with(beta)  # beta has not peered alpha yet
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
-    ann = await donor(alpha, "ann", budget=400, deposit=400)
-    await click(alpha, ann, f"@pod@{beta.host}")
+    ann = await alpha.create_donor("ann", budget=400, deposit=400)
+    await alpha.flattr(ann, f"@pod@{beta.host}")
     await federation.step_workers()
     federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
     await federation.step_workers()
@@ -152,7 +107,7 @@ async def test_a_statement_from_an_unpeered_instance_waits_for_peering(
         assert (await session.scalars(select(Statement))).all() == []
         assert await ledger.owed_to_member(session, ledger.earnings_pending(dave.id)) == 0
 
-    await peer(beta, alpha)
+    await beta.peer_with(alpha)
     outcomes = await beta.services.exchange.process_waiting(alpha.host)
     assert outcomes == ["statement accepted", "statement accepted"]  # October (empty), November
     await federation.step_workers()
@@ -171,7 +126,7 @@ async def test_over_the_credit_limit_the_lines_are_rejected_and_the_donors_repai
 ) -> None:
     alpha = await federation.start("alpha", fee_bp=0)
     beta = await federation.start("beta", fee_bp=0)
-    await peer(alpha, beta)
+    await alpha.peer_with(beta)
     services = beta.services
     actor, currency = await discover_peer(
         services.nodeinfo, alpha.host, "EUR", services.clock.now()
@@ -187,8 +142,8 @@ async def test_over_the_credit_limit_the_lines_are_rejected_and_the_donors_repai
         )
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
-    ann = await donor(alpha, "ann", budget=400, deposit=400)
-    await click(alpha, ann, f"@pod@{beta.host}")
+    ann = await alpha.create_donor("ann", budget=400, deposit=400)
+    await alpha.flattr(ann, f"@pod@{beta.host}")
     await federation.step_workers()
     federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
     await federation.step_workers()
@@ -219,12 +174,12 @@ async def test_over_the_credit_limit_the_lines_are_rejected_and_the_donors_repai
 async def test_a_net_below_the_threshold_carries_into_next_month(federation: Federation) -> None:
     alpha = await federation.start("alpha", fee_bp=0, settlement_threshold_minor=500)
     beta = await federation.start("beta", fee_bp=0, settlement_threshold_minor=100)
-    await peer(alpha, beta)
-    await peer(beta, alpha)
+    await alpha.peer_with(beta)
+    await beta.peer_with(alpha)
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
-    ann = await donor(alpha, "ann", budget=300, deposit=1000)
-    await click(alpha, ann, f"@pod@{beta.host}")
+    ann = await alpha.create_donor("ann", budget=300, deposit=1000)
+    await alpha.flattr(ann, f"@pod@{beta.host}")
     await federation.step_workers()
     federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
     await federation.step_workers()
@@ -235,7 +190,7 @@ async def test_a_net_below_the_threshold_carries_into_next_month(federation: Fed
     (at_beta,) = await settlements(beta, "2026-11")
     assert (at_beta.net_minor, at_beta.state) == (-300, "carried")
 
-    await click(alpha, ann, f"@pod@{beta.host}")  # December
+    await alpha.flattr(ann, f"@pod@{beta.host}")  # December
     await federation.step_workers()
     federation.clock.set(datetime(2027, 1, 2, 1, tzinfo=UTC))
     await federation.step_workers()
@@ -260,12 +215,12 @@ async def test_an_unconfirmed_payment_opens_an_investigation_after_the_deadline(
 ) -> None:
     alpha = await federation.start("alpha", fee_bp=0)
     beta = await federation.start("beta", fee_bp=0)
-    await peer(alpha, beta)
-    await peer(beta, alpha)
+    await alpha.peer_with(beta)
+    await beta.peer_with(alpha)
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
-    ann = await donor(alpha, "ann", budget=300, deposit=300)
-    await click(alpha, ann, f"@pod@{beta.host}")
+    ann = await alpha.create_donor("ann", budget=300, deposit=300)
+    await alpha.flattr(ann, f"@pod@{beta.host}")
     await federation.step_workers()
     federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
     await federation.step_workers()
@@ -289,12 +244,12 @@ async def test_an_unconfirmed_payment_opens_an_investigation_after_the_deadline(
 async def test_an_admin_can_dispute_an_agreed_settlement(federation: Federation) -> None:
     alpha = await federation.start("alpha", fee_bp=0)
     beta = await federation.start("beta", fee_bp=0)
-    await peer(alpha, beta)
-    await peer(beta, alpha)
+    await alpha.peer_with(beta)
+    await beta.peer_with(alpha)
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
-    ann = await donor(alpha, "ann", budget=300, deposit=300)
-    await click(alpha, ann, f"@pod@{beta.host}")
+    ann = await alpha.create_donor("ann", budget=300, deposit=300)
+    await alpha.flattr(ann, f"@pod@{beta.host}")
     await federation.step_workers()
     federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
     await federation.step_workers()
@@ -325,11 +280,11 @@ async def test_flattrs_released_to_a_claimant_on_another_instance_are_paid_there
     try:
         alpha = await federation.start("alpha", fee_bp=0)
         beta = await federation.start("beta", fee_bp=0)
-        await peer(alpha, beta)
-        await peer(beta, alpha)
+        await alpha.peer_with(beta)
+        await beta.peer_with(alpha)
         carol = await beta.create_member("carol")
-        ann = await donor(alpha, "ann", budget=500, deposit=500)
-        await click(alpha, ann, plain.status_uri("dave", 1))  # pending: dave is not on flattrfed
+        ann = await alpha.create_donor("ann", budget=500, deposit=500)
+        await alpha.flattr(ann, plain.status_uri("dave", 1))  # pending: dave is not on flattrfed
 
         # dave turns out to be carol: both directions of the claim are in place.
         plain.also_known_as["dave"] = [beta.actor_uri("carol")]

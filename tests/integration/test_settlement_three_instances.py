@@ -34,11 +34,8 @@ from flattrfed.db.models import (
     Share,
     Statement,
 )
-from flattrfed.flattring.flattrs import flattr, unflattr
-from flattrfed.flattring.peers import add_peer, discover_peer
-from flattrfed.flattring.resolve import CannotFlattr, resolve_target
-from flattrfed.flattring.wallets import record_deposit
-from flattrfed.money import Money
+from flattrfed.flattring.flattrs import unflattr
+from flattrfed.flattring.resolve import CannotFlattr
 from flattrfed.settlement import ledger
 from flattrfed.settlement.checks import check_ledger
 from tests.fakes.mastodon import FakeMastodon
@@ -72,48 +69,6 @@ async def mastodon(federation: Federation) -> AsyncIterator[FakeMastodon]:
         yield fake
     finally:
         await fake.close()
-
-
-async def peer(one: Instance, other: Instance) -> None:
-    services = one.services
-    actor, currency = await discover_peer(
-        services.nodeinfo, other.host, services.settings.currency, services.clock.now()
-    )
-    async with services.database.transaction() as session:
-        await add_peer(
-            session,
-            host=other.host,
-            clearing_actor=actor,
-            currency=currency,
-            credit_limit_minor=1_000_000,
-            now=services.clock.now(),
-        )
-
-
-async def donor(instance: Instance, name: str, *, budget: int, deposit: int) -> Member:
-    member = await instance.create_member(name)
-    async with instance.services.database.transaction() as session:
-        row = await session.get(Member, member.id)
-        assert row is not None
-        row.monthly_budget_minor = budget
-        await record_deposit(
-            session,
-            member=row,
-            amount=Money(deposit, "EUR"),
-            bank_reference=f"{instance.name}-{name}-1",
-            currency="EUR",
-            now=instance.services.clock.now(),
-        )
-    return member
-
-
-async def click(instance: Instance, member: Member, text: str) -> Flattr:
-    services = instance.services
-    target = await resolve_target(services, text)
-    async with services.database.transaction() as session:
-        row = await session.get(Member, member.id)
-        assert row is not None
-        return await flattr(session, services.urls, row, target, services.clock.now())
 
 
 async def undo(instance: Instance, member: Member, flattr_row: Flattr) -> None:
@@ -264,7 +219,7 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
     gamma = await federation.start("gamma", fee_bp=0)
     instances = [alpha, beta, gamma]
     for one, other in permutations(instances, 2):
-        await peer(one, other)
+        await one.peer_with(other)
 
     # Six things, two per instance, each with its own creator.
     creators: dict[str, tuple[Instance, Member]] = {}
@@ -284,12 +239,14 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
         return f"@{handle}@{creators[handle][0].host}"
 
     # Six donors, two per instance: B = min(budget, wallet) with non-trivial shares and carries.
-    ann = await donor(alpha, "ann", budget=1001, deposit=2500)  # 4 things: q 250, carry 1
-    abe = await donor(alpha, "abe", budget=700, deposit=500)  # B 500, 3 things: q 166, carry 2
-    bob = await donor(beta, "bob", budget=1001, deposit=1001)  # fee 25, 3 things: q 325, c 1
-    bea = await donor(beta, "bea", budget=333, deposit=400)  # fee 8, 2 things: q 162, c 1
-    gil = await donor(gamma, "gil", budget=901, deposit=1000)  # 4 things: q 225, carry 1
-    gwen = await donor(gamma, "gwen", budget=250, deposit=1000)  # 1 thing (one undone): 250
+    ann = await alpha.create_donor("ann", budget=1001, deposit=2500)  # 4 things: q 250, carry 1
+    abe = await alpha.create_donor(
+        "abe", budget=700, deposit=500
+    )  # B 500, 3 things: q 166, carry 2
+    bob = await beta.create_donor("bob", budget=1001, deposit=1001)  # fee 25, 3 things: q 325, c 1
+    bea = await beta.create_donor("bea", budget=333, deposit=400)  # fee 8, 2 things: q 162, c 1
+    gil = await gamma.create_donor("gil", budget=901, deposit=1000)  # 4 things: q 225, carry 1
+    gwen = await gamma.create_donor("gwen", budget=250, deposit=1000)  # 1 thing (one undone): 250
     deposits = 2500 + 500 + 1001 + 400 + 1000 + 1000
     await federation.step_workers()  # October's (empty) close and statements
 
@@ -298,23 +255,23 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
     assert_cash_backed(before_clicks)
 
     # Mid-November: flattrs in every direction between the three instances.
-    await click(alpha, ann, thing("zine"))  # local
-    await click(alpha, ann, thing("pod"))  # alpha → beta
-    await click(alpha, ann, thing("film"))  # alpha → gamma
-    await click(alpha, abe, thing("game"))  # alpha → gamma
-    await click(alpha, abe, thing("pod"))  # alpha → beta
-    await click(alpha, abe, thing("blog"))  # alpha → beta
-    await click(beta, bob, thing("zine"))  # beta → alpha
-    await click(beta, bob, thing("comic"))  # beta → alpha
-    await click(beta, bob, thing("film"))  # beta → gamma
-    await click(beta, bea, thing("game"))  # beta → gamma
-    await click(beta, bea, thing("blog"))  # local
-    await click(gamma, gil, thing("pod"))  # gamma → beta
-    gil_zine = await click(gamma, gil, thing("zine"))  # gamma → alpha (Undo after the cutoff)
-    await click(gamma, gil, thing("comic"))  # gamma → alpha
-    await click(gamma, gil, thing("film"))  # local
-    await click(gamma, gwen, thing("blog"))  # gamma → beta
-    gwen_comic = await click(gamma, gwen, thing("comic"))  # gamma → alpha, undone below
+    await alpha.flattr(ann, thing("zine"))  # local
+    await alpha.flattr(ann, thing("pod"))  # alpha → beta
+    await alpha.flattr(ann, thing("film"))  # alpha → gamma
+    await alpha.flattr(abe, thing("game"))  # alpha → gamma
+    await alpha.flattr(abe, thing("pod"))  # alpha → beta
+    await alpha.flattr(abe, thing("blog"))  # alpha → beta
+    await beta.flattr(bob, thing("zine"))  # beta → alpha
+    await beta.flattr(bob, thing("comic"))  # beta → alpha
+    await beta.flattr(bob, thing("film"))  # beta → gamma
+    await beta.flattr(bea, thing("game"))  # beta → gamma
+    await beta.flattr(bea, thing("blog"))  # local
+    await gamma.flattr(gil, thing("pod"))  # gamma → beta
+    gil_zine = await gamma.flattr(gil, thing("zine"))  # gamma → alpha (Undo after the cutoff)
+    await gamma.flattr(gil, thing("comic"))  # gamma → alpha
+    await gamma.flattr(gil, thing("film"))  # local
+    await gamma.flattr(gwen, thing("blog"))  # gamma → beta
+    gwen_comic = await gamma.flattr(gwen, thing("comic"))  # gamma → alpha, undone below
     await federation.step_workers()
 
     # An Undo before the cutoff: counted nowhere.
@@ -325,7 +282,7 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
     assert undone.undone_at == datetime(2026, 11, 20, 9, tzinfo=UTC)
 
     # A pending flattr of a post on a plain ActivityPub server: a Like goes out, no money moves.
-    pending = await click(alpha, abe, plain.status_uri("paula", 3))
+    pending = await alpha.flattr(abe, plain.status_uri("paula", 3))
     assert pending.status == "pending"
 
     # A plain Mastodon favourite of pod's post: an appreciation, recorded, never paid.
@@ -346,7 +303,7 @@ async def test_three_instances_close_exchange_net_pay_and_confirm(
 
     # A late Like: ann flattrs blog a minute before midnight; beta gets it after midnight.
     clock.set(datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
-    late = await click(alpha, ann, thing("blog"))
+    late = await alpha.flattr(ann, thing("blog"))
     assert late.period == PERIOD
     clock.set(datetime(2026, 12, 1, 0, 30, tzinfo=UTC))
     await federation.step_workers()

@@ -128,7 +128,9 @@ class World:
     def say(self, problem: str) -> str:
         """An assertion message: the seed, the problem, and the fault log to read it by."""
         tail = "\n  ".join(self.faults.log[-60:])
-        return f"seed {self.seed}: {problem}\n  swarm {self.swarm}\n  fault log (last 60):\n  {tail}"
+        return (
+            f"seed {self.seed}: {problem}\n  swarm {self.swarm}\n  fault log (last 60):\n  {tail}"
+        )
 
 
 # --- building the federation ----------------------------------------------------------------
@@ -225,7 +227,11 @@ async def click(world: World) -> None:
         assert row is not None
         try:
             await flattr(
-                session, services.urls, row, world.targets[instance.name, handle], services.clock.now()
+                session,
+                services.urls,
+                row,
+                world.targets[instance.name, handle],
+                services.clock.now(),
             )
         except CannotFlattr:
             return  # already flattred this month: the button is greyed out

@@ -1,25 +1,28 @@
-import asyncio, collections, traceback
+import asyncio, collections, time
 from pathlib import Path
 from flattrfed.clock import ManualClock
+from flattrfed.worker.loop import Worker
 from tests.harness.databases import DatabaseFactory
+from tests.harness import faults as F
 from tests.integration import test_simulation as sim
 
-async def test_probe(clock: ManualClock, database_factory: DatabaseFactory, tmp_path: Path) -> None:
-    main = asyncio.current_task()
-    counts = collections.Counter()
-    async def sampler():
-        while True:
-            await asyncio.sleep(0.5)
-            frames = main.get_stack(limit=40)
-            key = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames[-6:])
-            counts[key] += 1
-    t = asyncio.create_task(sampler())
+async def test_probe(clock: ManualClock, database_factory: DatabaseFactory, tmp_path: Path, monkeypatch) -> None:
+    spent = collections.Counter(); n = collections.Counter(); slow = []
+    orig_run_job = Worker.run_job
+    async def run_job(self, job):
+        t = time.time(); await orig_run_job(self, job); d = time.time() - t
+        spent[job.kind] += d; n[job.kind] += 1
+        if d > 1: slow.append((job.kind, round(d,2), str(job.payload)[:200]))
+    monkeypatch.setattr(Worker, "run_job", run_job)
+    orig_sever = F.Faults.sever_connections
+    async def sever(self):
+        t = time.time(); await orig_sever(self); spent["sever"] += time.time() - t
+    monkeypatch.setattr(F.Faults, "sever_connections", sever)
     world = await sim.start_world(11, clock, database_factory, tmp_path)
-    import time; t0=time.time()
+    t0=time.time()
     try:
         await sim.fault_phase(world); print("fault", time.time()-t0)
-        await sim.close_phase(world); print("close", time.time()-t0)
     finally:
-        t.cancel()
         await world.federation.close()
-    for k, v in counts.most_common(15): print(v, k)
+    print(spent, n)
+    for s in slow[:20]: print(s)
