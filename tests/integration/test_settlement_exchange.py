@@ -1,4 +1,3 @@
-    await beta.peer_with(alpha, credit_limit_minor=100)
 """Two peered instances close a month, exchange signed statements, net them, pay and confirm."""
 
 from __future__ import annotations
@@ -8,7 +7,6 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from flattrfed.db.models import Settlement, Statement
-from flattrfed.flattring.peers import add_peer, discover_peer
 from flattrfed.settlement import ledger
 from flattrfed.settlement.checks import check_ledger
 from tests.harness.instances import Federation, Instance
@@ -127,19 +125,7 @@ async def test_over_the_credit_limit_the_lines_are_rejected_and_the_donors_repai
     alpha = await federation.start("alpha", fee_bp=0)
     beta = await federation.start("beta", fee_bp=0)
     await alpha.peer_with(beta)
-    services = beta.services
-    actor, currency = await discover_peer(
-        services.nodeinfo, alpha.host, "EUR", services.clock.now()
-    )
-    async with services.database.transaction() as session:
-        await add_peer(
-            session,
-            host=alpha.host,
-            clearing_actor=actor,
-            currency=currency,
-            credit_limit_minor=100,
-            now=services.clock.now(),
-        )
+    await beta.peer_with(alpha, credit_limit_minor=100)
     dave = await beta.create_member("dave")
     await beta.create_thing(dave, "pod", "Dave's podcast")
     ann = await alpha.create_donor("ann", budget=400, deposit=400)
