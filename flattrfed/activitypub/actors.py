@@ -171,6 +171,7 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
     uri = urls.actor(actor.kind, actor.username)
     name, summary = actor.username, ""
     payment_href: str | None = urls.flattr_page(actor.kind, actor.username)
+    icon_url: str | None = None
     also_known_as: tuple[str, ...] = ()
     if actor.member_id is not None:
         member = await session.get(Member, actor.member_id)
@@ -190,6 +191,7 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
         thing = await session.get(Thing, actor.thing_id)
         assert thing is not None
         name, summary = thing.title, thing.description
+        icon_url = thing.image_url
     else:
         name, summary, payment_href = "flattrfed instance", "The clearing actor.", None
     return ActorView(
@@ -205,6 +207,7 @@ async def actor_view(session: AsyncSession, urls: LocalUrls, actor: LocalActor) 
         published=actor.created_at,
         payment_href=payment_href,
         also_known_as=also_known_as,
+        icon_url=icon_url,
         likes_total=await likes_total(session, actor.id) if actor.kind == "thing" else None,
         assertion_keys=tuple(
             (

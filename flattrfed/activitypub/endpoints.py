@@ -165,6 +165,15 @@ async def nodeinfo(request: web.Request) -> web.Response:
                 "clearingActor": f"{services.settings.base_url}/actor",
                 "currency": services.settings.currency,
                 "feeBasisPoints": fee_bp,
+                # The rest of the public policy (issue: "admin-settable and shown publicly").
+                "registration": registration,
+                "budgetMinMinor": str(
+                    policy.budget_min_minor if policy else services.settings.budget_min_minor
+                ),
+                "budgetMaxMinor": str(
+                    policy.budget_max_minor if policy else services.settings.budget_max_minor
+                ),
+                "receivingNeedsBudget": bool(policy and policy.receiving_needs_budget),
             },
         },
     }

@@ -624,10 +624,20 @@ async def test_nodeinfo_follows_the_policy_an_admin_sets(
 
     async with alpha.services.database.transaction() as session:
         await update_policy(
-            session, alpha.settings, federation.clock.now(), fee_bp=750, registration="closed"
+            session,
+            alpha.settings,
+            federation.clock.now(),
+            fee_bp=750,
+            registration="closed",
+            budget_min_minor=300,
+            receiving_needs_budget=True,
         )
     document = (await get(federation, alpha.url("/nodeinfo/2.1"), accept=None)).json()
-    assert document["metadata"]["flattrfed"]["feeBasisPoints"] == 750
+    advertised = document["metadata"]["flattrfed"]
+    assert advertised["feeBasisPoints"] == 750
+    assert advertised["registration"] == "closed"
+    assert advertised["budgetMinMinor"] == "300"
+    assert advertised["receivingNeedsBudget"] is True
     assert document["openRegistrations"] is False
 
 
@@ -646,3 +656,9 @@ async def test_the_instance_actor_publishes_its_proof_key_with_its_context(
         key.private_key.public_key().public_bytes_raw()
     )
     assert "https://w3id.org/security/multikey/v1" in document["@context"]
+
+
+async def test_a_things_image_is_its_actor_icon(federation: Federation, alpha: Instance) -> None:
+    await set_thing(alpha, "blog", image_url="https://img.example/blog.png")
+    document = (await get(federation, alpha.actor_uri("blog", "thing"))).json()
+    assert document["icon"] == {"type": "Image", "url": "https://img.example/blog.png"}
