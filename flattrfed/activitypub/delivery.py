@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +38,13 @@ MAX_ATTEMPTS = 17
 # 4xx answers mean retrying cannot help, except these (RFC 9110 and Mastodon's practice).
 RETRYABLE_4XX = frozenset({401, 408, 429})
 DEDUPE_KEY_CHARS = 512  # work_items.dedupe_key's width
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_key(pem: str) -> signatures.PrivateKey:
+    # Parsing an RSA key costs about as much as signing with it: keep the parsed ones. The
+    # cache is keyed by the PEM itself, so a rotated key is simply another entry.
+    return signatures.load_private_key_pem(pem)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -133,7 +141,7 @@ class Deliverer:
             if actor is None:
                 raise PermanentFailure("the sending actor no longer exists")
             key = await signing_key(session, self.urls, actor)
-        signer = Signer(key.key_id, signatures.load_private_key_pem(key.private_key_pem))
+        signer = Signer(key.key_id, _private_key(key.private_key_pem))
         body = json.dumps(job.payload["activity"], ensure_ascii=False).encode()
         try:
             result = await self.client.post(inbox, body, signer=signer)
