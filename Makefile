@@ -36,3 +36,9 @@ demo: $(BIN)/flattrfed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+
+# Performance benchmarks (tests/benchmarks): `make bench BENCH_ARGS="--scale full"` for the real run.
+BENCH_ARGS ?= --scale small
+.PHONY: bench
+bench: $(BIN)/flattrfed
+	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)

@@ -36,7 +36,7 @@ from flattrfed.settlement.schedule import (
     CloseScheduler,
     SettlementWatch,
 )
-from flattrfed.web import pages, profiles
+from flattrfed.web import admin, auth, dashboard, flattr_pages, pages, profiles, security, wallet
 from flattrfed.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,14 @@ def create_app(
             WATCH_KIND: watch.handle,
         },
     )
+
+    async def prepare() -> None:
+        await ensure_schema_current(database.engine)
+        async with database.transaction() as session:
+            await ensure_instance_actor(session, urls, clock.now())
+        await scheduler.schedule_open_periods()
+        await watch.schedule()
+
     services = Services(
         settings=settings,
         database=database,
@@ -126,10 +134,12 @@ def create_app(
         dispatcher=dispatcher,
         nodeinfo=NodeInfoCache(client, allow_http=settings.allow_http),
         exchange=exchange,
+        prepare=prepare,
     )
 
     app = web.Application(client_max_size=inbox.MAX_BODY_BYTES)
     app[SERVICES] = services
+    app.middlewares.append(security.middleware())
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -137,17 +147,18 @@ def create_app(
     )
     app.router.add_routes(pages.routes)
     app.router.add_routes(profiles.routes)
+    app.router.add_routes(auth.routes)
+    app.router.add_routes(dashboard.routes)
+    app.router.add_routes(flattr_pages.routes)
+    app.router.add_routes(wallet.routes)
+    app.router.add_routes(admin.routes)
     app.router.add_routes(endpoints.routes)
     app.router.add_routes(inbox.routes)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, name="static")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await ensure_schema_current(database.engine)
-        async with database.transaction() as session:
-            await ensure_instance_actor(session, urls, clock.now())
-        await scheduler.schedule_open_periods()
-        await watch.schedule()
+        await prepare()
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
         if settings.worker_in_process:

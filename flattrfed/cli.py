@@ -104,7 +104,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     services = app[SERVICES]
 
     async def run() -> None:
-        await ensure_schema_current(services.database.engine)
+        # The same start-up as `serve`: a worker alone must still queue the month's close.
+        await services.prepare()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -116,6 +117,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 await services.worker.run_forever(stop, poll_interval=args.poll_interval)
         finally:
+            await services.client.close()
             await services.database.dispose()
 
     asyncio.run(run())

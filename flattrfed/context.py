@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -14,8 +16,12 @@ from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
 from flattrfed.config import Settings
 from flattrfed.db.session import Database
-from flattrfed.settlement.exchange import SettlementExchange
 from flattrfed.worker import Worker
+
+if TYPE_CHECKING:
+    # Only for the annotation: activitypub/ reads SERVICES, and importing settlement at run
+    # time from here would make the protocol layer load the money code (DESIGN §5).
+    from flattrfed.settlement.exchange import SettlementExchange
 
 
 @dataclass
@@ -32,6 +38,8 @@ class Services:
     dispatcher: Dispatcher
     nodeinfo: NodeInfoCache
     exchange: SettlementExchange
+    # Schema check, instance actor, and the periodic jobs queued: `serve` and `worker` both.
+    prepare: Callable[[], Awaitable[None]]
 
 
 SERVICES = web.AppKey("services", Services)

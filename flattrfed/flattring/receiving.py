@@ -14,7 +14,7 @@ from flattrfed.activitypub.origins import host_of, same_origin
 from flattrfed.activitypub.reading import activity_type, id_of
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
-from flattrfed.db.models import LocalActor, Post, ReceivedLike
+from flattrfed.db.models import IdentityClaim, LocalActor, Post, ReceivedLike
 from flattrfed.db.session import Database
 from flattrfed.db.statements import insert_ignoring_duplicates
 from flattrfed.periods import Period
@@ -58,7 +58,9 @@ class LikeReceiver:
         """
         actor = await actor_by_uri(session, self.urls, object_uri)
         if actor is not None:
-            if actor.kind == "thing" or (actor.kind == "person" and is_flattr):
+            if actor.kind == "thing":
+                return actor, None
+            if actor.kind == "person" and is_flattr and await self._has_claim(session, actor):
                 return actor, None
             raise Ignored("Like of an actor that is not a thing")
         if not self.urls.owns(object_uri):
@@ -73,6 +75,14 @@ class LikeReceiver:
         if not await is_visible(session, owner):
             raise Ignored("Like of a post of a hidden or deleted thing")
         return owner, post
+
+    async def _has_claim(self, session: AsyncSession, actor: LocalActor) -> bool:
+        found = await session.scalar(
+            select(IdentityClaim.id).where(
+                IdentityClaim.member_id == actor.member_id, IdentityClaim.state == "verified"
+            )
+        )
+        return found is not None
 
     async def _record(
         self,

@@ -131,6 +131,9 @@ async def _remote_target(services: Services, url: str) -> Target:
         raise CannotFlattr(f"could not fetch the author ({error.reason})") from None
     host = host_of(author.uri, allow_http=services.settings.allow_http)
     advertised = flattrfed_metadata(await services.nodeinfo.get(host, services.clock.now()))
+    if advertised is not None and author.type == "Person":
+        # On flattrfed, people are flattred through their things, as here (DESIGN §1).
+        raise CannotFlattr("that is a member of a flattrfed instance: flattr one of their things")
     # On a flattrfed instance the author is the thing, and a post's flattr is the thing's; a
     # post of a plain fediverse author is a thing of its own (as a blog post was on Flattr).
     target_uri = author.uri if advertised is not None else object_uri

@@ -368,6 +368,8 @@ class SettlementExchange:
             verdict=verdict,
             issued=now,
         )
+        # Network first, then one short transaction (never fetch while holding it open).
+        remote_inbox = await self._inbox_of(inbound.actor_uri)
         async with self.database.transaction() as session:
             signed = proofs.sign_document(response, await self.proof_key(session), now)
             statement = Statement(
@@ -397,7 +399,6 @@ class SettlementExchange:
                 "to": [inbound.actor_uri],
                 "object": signed,
             }
-            remote_inbox = await self._inbox_of(inbound.actor_uri)
             actor = await ensure_instance_actor(session, self.urls, now)
             await enqueue_delivery(
                 session, activity=answer, actor_id=actor.id, inboxes=[remote_inbox], now=now
@@ -766,6 +767,7 @@ class SettlementExchange:
         if not bank_reference.strip():
             raise ExchangeError("the bank reference of the transfer is required")
         now = self.clock.now()
+        inbox = await self._peer_inbox(settlement_id)
         async with self.database.transaction() as session:
             settlement = await session.get(Settlement, settlement_id)
             if settlement is None:
@@ -795,12 +797,13 @@ class SettlementExchange:
                 admin,
                 {"bank_reference": settlement.bank_reference},
             )
-            await self._notify(session, settlement, "PaymentNotice")
+            await self._notify(session, settlement, "PaymentNotice", inbox)
         return settlement
 
     async def confirm(self, settlement_id: int, admin: str) -> Settlement:
         """The payee's admin found the money on the bank statement: earnings become available."""
         now = self.clock.now()
+        inbox = await self._peer_inbox(settlement_id)
         async with self.database.transaction() as session:
             settlement = await session.get(Settlement, settlement_id)
             if settlement is None:
@@ -822,7 +825,7 @@ class SettlementExchange:
                 now=now,
             )
             await self._event(session, settlement, "confirmed", admin, {})
-            await self._notify(session, settlement, "PaymentConfirmation")
+            await self._notify(session, settlement, "PaymentConfirmation", inbox)
         return settlement
 
     def _set_off(self, settlement: Settlement, *, cash: int) -> list[tuple[str, int]]:
@@ -860,14 +863,30 @@ class SettlementExchange:
             postings.append((ledger.earnings_available(creator), -amount))
         return postings
 
-    async def _notify(self, session: AsyncSession, settlement: Settlement, kind: str) -> None:
-        peer = await session.scalar(select(Peer).where(Peer.host == settlement.peer_host))
-        assert peer is not None
+    async def _peer_inbox(self, settlement_id: int) -> str | None:
+        """The inbox of the settlement's peer, looked up before any transaction is opened."""
+        async with self.database.sessions() as session:
+            settlement = await session.get(Settlement, settlement_id)
+            peer = (
+                await session.scalar(select(Peer).where(Peer.host == settlement.peer_host))
+                if settlement is not None
+                else None
+            )
+        if peer is None:
+            return None
         try:
-            inbox = (await self.keys.actor(peer.clearing_actor)).inbox
+            return (await self.keys.actor(peer.clearing_actor)).inbox
         except KeyUnavailable:
             log.warning("peer unreachable; payment message not queued", extra={"peer": peer.host})
+            return None
+
+    async def _notify(
+        self, session: AsyncSession, settlement: Settlement, kind: str, inbox: str | None
+    ) -> None:
+        if inbox is None:
             return
+        peer = await session.scalar(select(Peer).where(Peer.host == settlement.peer_host))
+        assert peer is not None
         document = {
             "@context": [AS_CONTEXT, FLATTR_TERMS],
             "type": kind,

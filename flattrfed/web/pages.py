@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiohttp_jinja2
 from aiohttp import web
 from sqlalchemy import text
 
 from flattrfed import __version__
 from flattrfed.context import SERVICES
+from flattrfed.web.render import render
 
 routes = web.RouteTableDef()
 
@@ -28,7 +26,5 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/")
-@aiohttp_jinja2.template("index.html")
-async def front_page(request: web.Request) -> dict[str, Any]:
-    settings = request.app[SERVICES].settings
-    return {"settings": settings}
+async def front_page(request: web.Request) -> web.Response:
+    return await render(request, "index.html", {})

@@ -75,8 +75,11 @@ BENCHMARKS: dict[str, tuple[str, str, str, dict[str, float]]] = {
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--scale", choices=("small", "full"), default="small")
     parser.add_argument("--only", default="", help="comma-separated ids, e.g. P1,P4")
     parser.add_argument("--json", dest="json_path", help="also write the JSON document here")
@@ -151,8 +154,19 @@ def _number(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    header = ["id", "variant", "ours", "baseline", "unit", "ratio", "target", "met",
-              "peak MiB", "base MiB", "status"]  # fmt: skip
+    header = [
+        "id",
+        "variant",
+        "ours",
+        "baseline",
+        "unit",
+        "ratio",
+        "target",
+        "met",
+        "peak MiB",
+        "base MiB",
+        "status",
+    ]
     lines = [header]
     for row in rows:
         lines.append(
@@ -173,7 +187,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
     for index, line in enumerate(lines):
-        out.append("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)))
+        out.append(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+        )
         if index == 0:
             out.append("  ".join("-" * width for width in widths))
     out.append("")

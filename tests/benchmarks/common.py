@@ -74,13 +74,35 @@ class Row:
 
 def skipped(bench_id: str, variant: str, what: str, target: str, why: str) -> Row:
     return Row(
-        bench_id, variant, what, "", None, None, None, target, None, None, status="skipped", notes=[why]
+        bench_id,
+        variant,
+        what,
+        "",
+        None,
+        None,
+        None,
+        target,
+        None,
+        None,
+        status="skipped",
+        notes=[why],
     )
 
 
 def failed(bench_id: str, variant: str, what: str, target: str, why: str) -> Row:
     return Row(
-        bench_id, variant, what, "", None, None, None, target, None, None, status="failed", notes=[why]
+        bench_id,
+        variant,
+        what,
+        "",
+        None,
+        None,
+        None,
+        target,
+        None,
+        None,
+        status="failed",
+        notes=[why],
     )
 
 
@@ -106,16 +128,25 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def vm_hwm_mib(pid: int) -> float | None:
-    """Another live process's peak RSS, from /proc (None when it is gone)."""
+def _status_mib(pid: int | str, field: str) -> float | None:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Another live process's peak RSS, from /proc (None when it is gone)."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_now_mib() -> float | None:
+    """This process's resident set size now."""
+    return _status_mib("self", "VmRSS")
 
 
 # --- fresh processes ---------------------------------------------------------------------------
@@ -217,7 +248,8 @@ class ServerProcess:
         self.stats: dict[str, Any] = {}
 
     def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         for line in self.process.stdout:
             self._lines.put(line.rstrip("\n"))
         self._lines.put(None)
@@ -296,9 +328,7 @@ class ServerProcess:
 # --- instances and databases -------------------------------------------------------------------
 
 
-def instance_environ(
-    data_dir: Path, database_url: str, **overrides: str
-) -> dict[str, str]:
+def instance_environ(data_dir: Path, database_url: str, **overrides: str) -> dict[str, str]:
     """FLATTRFED_* settings of a benchmark instance at BENCH_BASE_URL."""
     data_dir.mkdir(parents=True, exist_ok=True)
     environ = {
@@ -326,9 +356,7 @@ class Databases:
             raise BenchError("PostgreSQL benchmark without a PostgreSQL URL")
         workdir.mkdir(parents=True, exist_ok=True)
         self.backend = backend
-        self.factory = DatabaseFactory(
-            workdir, postgres_url if backend == "postgresql" else None
-        )
+        self.factory = DatabaseFactory(workdir, postgres_url if backend == "postgresql" else None)
         self._prepared = False
 
     async def new(self, label: str) -> str:

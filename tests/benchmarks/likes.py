@@ -67,9 +67,7 @@ def like(sender: RemoteSender, serial: int) -> dict[str, Any]:
     }
 
 
-def _sign_chunk(
-    pems: list[str], actors: int, first: int, count: int, now: datetime
-) -> list[str]:
+def _sign_chunk(pems: list[str], actors: int, first: int, count: int, now: datetime) -> list[str]:
     keys = [signatures.load_private_key_pem(pem) for pem in pems]
     out = []
     for serial in range(first, first + count):
@@ -109,15 +107,13 @@ def public_keys(actors: int) -> dict[str, str]:
         signatures.public_key_to_pem(signatures.load_private_key_pem(key_pem(i)).public_key())
         for i in range(KEYS)
     ]
-    return {
-        RemoteSender(i).key_id: publics[RemoteSender(i).key_index] for i in range(actors)
-    }
+    return {RemoteSender(i).key_id: publics[RemoteSender(i).key_index] for i in range(actors)}
 
 
 async def store_remote_actors(database: Database, actors: int, now: datetime) -> None:
     """What the instance would have stored after fetching each sender once (keys are known)."""
     publics = public_keys(actors)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for index in range(actors):
         sender = RemoteSender(index)
         rows.append(

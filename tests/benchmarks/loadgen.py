@@ -75,7 +75,8 @@ async def post_requests(
 ) -> dict[str, Any]:
     """POST prepared (already signed) requests: `warmup` untimed ones, then `count` timed."""
     _check_loopback(base_url)
-    prepared = [json.loads(line) for line in Path(requests_file).read_text().splitlines()]
+    text = await asyncio.to_thread(Path(requests_file).read_text)
+    prepared = [json.loads(line) for line in text.splitlines()]
     if warmup + count > len(prepared):
         raise ValueError(f"{requests_file} holds {len(prepared)} requests, not {warmup + count}")
     bodies = [item["body"].encode() for item in prepared]

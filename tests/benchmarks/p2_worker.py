@@ -50,7 +50,7 @@ from tests.benchmarks.likes import THING, RemoteSender, like
 TARGET = 0.25
 WHAT = "stored inbound Likes processed by the worker into recorded flattrs"
 SCALES: dict[str, dict[str, Any]] = {
-    "small": {"likes": 300, "actors": 16},
+    "small": {"likes": 200, "actors": 16},
     "full": {"likes": 10_000, "actors": 200},
 }
 
@@ -62,9 +62,12 @@ async def _seed(url: str, likes: int, actors: int) -> None:
     try:
         async with database.transaction() as session:
             owner = await create_member(
-                session, username="owner", password="correct horse battery", is_admin=False,
+                session,
+                username="owner",
+                password="correct horse battery",
+                is_admin=False,
                 now=now,
-            )  # fmt: skip
+            )
             await create_thing(session, owner=owner, handle=THING, title="Zine", now=now)
         activities = []
         for serial in range(likes):
@@ -81,7 +84,7 @@ async def _seed(url: str, likes: int, actors: int) -> None:
             )
         async with database.transaction() as session:
             await session.execute(insert(InboundActivity), activities)
-            ids = (await session.scalars(select(InboundActivity.id).order_by(InboundActivity.id)))
+            ids = await session.scalars(select(InboundActivity.id).order_by(InboundActivity.id))
             work = [
                 {
                     "kind": INBOUND_KIND,
@@ -131,9 +134,7 @@ async def baseline(url: str) -> dict[str, Any]:
         async with database.connect() as connection:
             rows = [
                 dict(row._mapping)
-                for row in await connection.execute(
-                    select(*[c for c in table.c if c.name != "id"])  # type: ignore[attr-defined]
-                )
+                for row in await connection.execute(select(*[c for c in table.c if c.name != "id"]))
             ]
             await connection.execute(delete(ReceivedLike))
         started = time.perf_counter()

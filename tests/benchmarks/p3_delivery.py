@@ -54,8 +54,8 @@ from tests.harness.resolver import LoopbackResolver
 TARGET = 0.6
 WHAT = "signed deliveries to a loopback sink (keep-alive, shared-inbox grouping)"
 SCALES: dict[str, dict[str, Any]] = {
-    "small": {"hosts": 4, "followers": 40, "posts": 25},
-    "full": {"hosts": 20, "followers": 2_000, "posts": 250},
+    "small": {"hosts": 4, "followers": 40, "posts": 12},
+    "full": {"hosts": 20, "followers": 2_000, "posts": 150},
 }
 THING = "news"
 
@@ -71,9 +71,12 @@ async def _seed(url: str, port: int, config: dict[str, Any]) -> int:
     try:
         async with database.transaction() as session:
             owner = await create_member(
-                session, username="owner", password="correct horse battery", is_admin=False,
+                session,
+                username="owner",
+                password="correct horse battery",
+                is_admin=False,
                 now=now,
-            )  # fmt: skip
+            )
             await create_thing(session, owner=owner, handle=THING, title="News", now=now)
             actor = await find_local_actor(session, kind="thing", username=THING)
             assert actor is not None

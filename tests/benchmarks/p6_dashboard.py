@@ -44,7 +44,7 @@ from tests.benchmarks.common import (
 TARGET = 0.2
 WHAT = "the dashboard of a member with 1,000 flattrs this month"
 SCALES: dict[str, dict[str, Any]] = {
-    "small": {"dashboards": 150, "healths": 600, "concurrency": 16, "limit": 20.0},
+    "small": {"dashboards": 60, "healths": 300, "concurrency": 16, "limit": 20.0},
     "full": {"dashboards": 4_000, "healths": 30_000, "concurrency": 64, "limit": 30.0},
 }
 MEMBER = "donor"
@@ -83,9 +83,12 @@ async def _seed(url: str, environ: dict[str, str]) -> None:
     try:
         async with database.transaction() as session:
             member = await create_member(
-                session, username=MEMBER, password="correct horse battery", is_admin=False,
+                session,
+                username=MEMBER,
+                password="correct horse battery",
+                is_admin=False,
                 now=now,
-            )  # fmt: skip
+            )
             await session.execute(
                 update(Member).where(Member.id == member.id).values(monthly_budget_minor=1_000)
             )
@@ -128,7 +131,9 @@ async def _seed(url: str, environ: dict[str, str]) -> None:
         await database.dispose()
 
 
-def _load(server: ServerProcess, path: str, count: int, config: dict[str, Any], logs: Path) -> dict[str, Any]:  # fmt: skip
+def _load(
+    server: ServerProcess, path: str, count: int, config: dict[str, Any], logs: Path
+) -> dict[str, Any]:
     return run_child(
         "tests.benchmarks.loadgen:get_path",
         {
@@ -174,7 +179,9 @@ def run(scale: str, workdir: str, postgres_url: str | None) -> dict[str, Any]:
             health = _load(server, "/health", config["healths"], config, logs)
             if profiling():
                 server.signal(signal.SIGUSR1)
-            dashboard = _load(server, f"/bench/dashboard/{MEMBER}", config["dashboards"], config, logs)  # fmt: skip
+            dashboard = _load(
+                server, f"/bench/dashboard/{MEMBER}", config["dashboards"], config, logs
+            )
             if profiling():
                 server.signal(signal.SIGUSR2)
             stats = server.stop()

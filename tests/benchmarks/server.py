@@ -118,7 +118,8 @@ async def serve_bare_verify(keys_path: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
     keys: dict[str, rsa.RSAPublicKey] = {}
-    for key_id, pem in json.loads(Path(keys_path).read_text()).items():
+    text = await asyncio.to_thread(Path(keys_path).read_text)
+    for key_id, pem in json.loads(text).items():
         key = serialization.load_pem_public_key(pem.encode())
         assert isinstance(key, rsa.RSAPublicKey)
         keys[key_id] = key

@@ -201,3 +201,16 @@ async def test_one_sided_claims_release_nothing(federation: Federation, plain: P
         still = await session.get(Flattr, row.id)
     assert still is not None
     assert still.status == "pending"
+
+
+async def test_members_of_flattrfed_instances_are_flattred_through_their_things(
+    federation: Federation,
+) -> None:
+    alpha = await federation.start("alpha")
+    beta = await federation.start("beta")
+    bob = await donor_with_budget(alpha, "bob")
+    await beta.create_member("carol")
+    with pytest.raises(CannotFlattr, match="flattr one of their things"):
+        await do_flattr(alpha, bob, f"@carol@{beta.host}")
+    with pytest.raises(CannotFlattr, match="only things"):
+        await do_flattr(beta, await donor_with_budget(beta, "dan"), f"@carol@{beta.host}")

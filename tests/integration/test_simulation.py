@@ -268,13 +268,14 @@ async def fault_phase(world: World) -> None:
     instances = list(world.instances.values())
     while clock.now() < FAULTS_END:
         clock.advance(timedelta(minutes=rng.randint(10, 9 * 60)))
+        await faults.tick()
         if rng.random() < swarm.click:
             for _ in range(rng.randint(1, 3)):
                 await click(world)
         if rng.random() < swarm.undo:
             await undo(world)
         if rng.random() < swarm.partition:
-            await faults.toggle_random_partition()
+            await faults.random_partition()
         if rng.random() < swarm.duplicate:
             await faults.duplicate_delivery(rng.choice(instances))
         if rng.random() < swarm.crash_after_commit:
@@ -299,13 +300,16 @@ async def close_phase(world: World) -> None:
     and go among the others meanwhile."""
     rng, faults, clock = world.rng, world.faults, world.federation.clock
     victim = rng.choice(sorted(world.instances))
-    clock.set(FAULTS_END + timedelta(hours=rng.randint(0, 30)))
+    await faults.pass_time(timedelta(hours=rng.randint(18, 38)), step=timedelta(hours=3))
     await faults.take_offline(victim)
-    down_until = datetime(2026, 12, 2, tzinfo=UTC) + timedelta(hours=rng.randint(12, 60))
+    # Down across the others' close (due 2026-12-02 00:00) and its own; back within the
+    # delivery retry window (about 3.2 days), after which deliveries are given up by design.
+    down_until = clock.now() + timedelta(hours=rng.randint(30, 60))
     while clock.now() < down_until:
         clock.advance(timedelta(hours=rng.randint(1, 6)))
+        await faults.tick()
         if rng.random() < world.swarm.partition:
-            await faults.toggle_random_partition()
+            await faults.random_partition(timedelta(hours=6))
         if rng.random() < world.swarm.duplicate:
             await faults.duplicate_delivery(rng.choice(faults.online()))
         await faults.step_workers()
