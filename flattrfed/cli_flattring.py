@@ -231,7 +231,7 @@ def cmd_budget_set(settings: Settings, args: argparse.Namespace) -> int:
     from flattrfed.flattring.policy import current_policy
     from flattrfed.flattring.wallets import set_budget
 
-    none = args.amount.lower() in {"none", "off", "0"}
+    none = args.amount.lower() in {"none", "off"}
     amount = None if none else _money(args.amount, settings.currency)
 
     async def work(services: Any) -> dict[str, Any]:
@@ -247,6 +247,7 @@ def cmd_budget_set(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_flattr(settings: Settings, args: argparse.Namespace) -> int:
     from flattrfed.flattring.flattrs import flattr
+    from flattrfed.flattring.policy import current_policy
     from flattrfed.flattring.resolve import resolve_target
 
     async def work(services: Any) -> dict[str, Any]:
@@ -254,7 +255,16 @@ def cmd_flattr(settings: Settings, args: argparse.Namespace) -> int:
         target = await resolve_target(services, args.target)
         async with services.database.transaction() as session:
             member = await _member(session, args.name)
-            row = await flattr(session, services.urls, member, target, services.clock.now())
+            now = services.clock.now()
+            policy = await current_policy(session, settings, now)
+            row = await flattr(
+                session,
+                services.urls,
+                member,
+                target,
+                now,
+                receiving_needs_budget=policy.receiving_needs_budget,
+            )
             return {
                 "flattr_id": row.id,
                 "like": row.like_uri,
@@ -439,7 +449,11 @@ def cmd_claim(settings: Settings, args: argparse.Namespace) -> int:
         return {"claim_id": claim_id, "remote": args.remote, "state": claim.state}
 
     result = _run(settings, work)
-    return _output(args, result, str(result))
+    if "released" in result:
+        text = f"{result['released']} pending flattrs released to their claimants"
+    else:
+        text = f"claim {result['claim_id']} of {result['remote']}: {result['state']}"
+    return _output(args, result, text)
 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
@@ -451,7 +465,8 @@ def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
             if args.policy_command == "set":
                 value: Any = args.value
                 if args.key == "receiving_needs_budget":
-                    value = args.value.lower() in {"1", "true", "yes", "on"}
+                    truth = {"1": True, "true": True, "yes": True, "0": False, "false": False}
+                    value = truth.get(args.value.lower(), args.value)
                 elif args.key != "registration":
                     value = int(args.value) if args.value.isdigit() else -1
                 policy = await update_policy(session, settings, now, **{args.key: value})

@@ -236,5 +236,6 @@ def add_exchange_commands(commands: argparse._SubParsersAction[argparse.Argument
     statements.add_argument("period")
     for sub in (listing, show, paid, confirm, dispute, issue, statements):
         sub.add_argument("--json", action="store_true")
-        sub.add_argument("--admin", default="admin", help="who does this (kept in the history)")
         sub.set_defaults(handler=cmd_settlement)
+    for sub in (paid, confirm, dispute):
+        sub.add_argument("--admin", default="admin", help="who does this (kept in the history)")

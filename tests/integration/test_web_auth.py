@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
@@ -34,7 +33,10 @@ async def member_named(instance: Instance, username: str) -> Member | None:
         return await session.scalar(select(Member).where(Member.username == username))
 
 
-def signup_form(username: str, password: str = "a long enough password") -> dict[str, str]:
+NEW_PASSWORD = "a long enough password"
+
+
+def signup_form(username: str, password: str = NEW_PASSWORD) -> dict[str, str]:
     return {"username": username, "password": password, "password_again": password}
 
 
@@ -45,7 +47,8 @@ async def test_open_sign_up_logs_in_with_a_safe_session_cookie(
     ann = visitors(alpha)
     form = await ann.get("/signup")
     assert form.status == 200
-    assert 'for="username"' in form.text and 'id="username"' in form.text  # labelled fields
+    assert 'for="username"' in form.text
+    assert 'id="username"' in form.text
     response = await ann.post("/signup", {"csrf_token": form.csrf(), **signup_form("Ann")})
     assert response.status == 303
     assert response.location == "/dashboard?msg=welcome"
@@ -109,9 +112,7 @@ async def test_approval_mode_waits_for_an_admin_to_approve(
     assert ann.cookie() is not None
     assert (await ann.get("/dashboard", follow=False)).status == 303  # not logged in
 
-    refused = await ann.submit(
-        "/login", {"username": "ann", "password": "a long enough password"}
-    )
+    refused = await ann.submit("/login", {"username": "ann", "password": "a long enough password"})
     assert refused.status == 401
     assert refused.has("waiting for an admin")
 
@@ -140,7 +141,9 @@ async def test_invite_mode_needs_an_unused_code_and_closed_mode_takes_nobody(
     ann = visitors(alpha)
     form = await ann.get("/signup")
     assert 'id="invite"' in form.text
-    page = await ann.submit("/signup", {**signup_form("ann"), "invite": "wrong"}, form_page="/signup")
+    page = await ann.submit(
+        "/signup", {**signup_form("ann"), "invite": "wrong"}, form_page="/signup"
+    )
     assert page.status == 400
     assert page.has("valid, unused invite code")
     page = await ann.submit("/signup", {**signup_form("ann"), "invite": code}, form_page="/signup")
@@ -195,9 +198,7 @@ async def test_log_in_never_redirects_to_another_site(
     await alpha.create_member("ann")
     for target in ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x"]:
         ann = visitors(alpha)
-        page = await ann.submit(
-            "/login", {"username": "ann", "password": PASSWORD, "next": target}
-        )
+        page = await ann.submit("/login", {"username": "ann", "password": PASSWORD, "next": target})
         assert page.status == 303
         assert page.location == "/dashboard?msg=logged-in", target
 
@@ -216,12 +217,12 @@ async def test_a_tampered_or_foreign_cookie_is_an_anonymous_visitor(
     member_id, issued, sid, mac = value.split(".")
     assert member_id == str(ann_member.id)
 
-    mallory = visitors(alpha)
-    mallory.session.cookie_jar.clear()
-    mallory.session._cookie_jar = aiohttp.DummyCookieJar()  # only the Cookie headers below
+    mallory = visitors(alpha, keep_cookies=False)  # sends only the Cookie headers below
     forged = f"{int(member_id) + 1}.{issued}.{sid}.{mac}"  # bob's id under ann's MAC
     async with mallory.session.get(
-        alpha.url("/dashboard"), headers={"Cookie": f"{COOKIE_NAME}={forged}"}, allow_redirects=False
+        alpha.url("/dashboard"),
+        headers={"Cookie": f"{COOKIE_NAME}={forged}"},
+        allow_redirects=False,
     ) as response:
         assert response.status == 303
     # beta has another secret key: ann's cookie from alpha means nothing there.
@@ -278,9 +279,7 @@ async def test_a_password_change_ends_the_other_sessions(
     assert (await phone.get("/settings", follow=False)).status == 303  # the other one ended
 
     again = visitors(alpha)
-    assert (
-        await again.submit("/login", {"username": "ann", "password": PASSWORD})
-    ).status == 401
+    assert (await again.submit("/login", {"username": "ann", "password": PASSWORD})).status == 401
     await again.log_in("ann", "a brand new password")
 
 
@@ -327,7 +326,9 @@ async def test_no_form_works_without_its_csrf_token(
             and not route.resource.canonical.endswith("/inbox")
         }
     )
-    assert "/login" in post_routes and "/admin/deposits" in post_routes and "/flattr" in post_routes
+    assert "/login" in post_routes
+    assert "/admin/deposits" in post_routes
+    assert "/flattr" in post_routes
     assert len(post_routes) >= 14
     for canonical in post_routes:
         path = (
@@ -337,7 +338,12 @@ async def test_no_form_works_without_its_csrf_token(
             .replace("{settlement_id}", "1")
         )
         assert "{" not in path, canonical
-        for fields in ({}, {"csrf_token": ""}, {"csrf_token": "forged"}, {"csrf_token": foreign_token}):
+        for fields in (
+            {},
+            {"csrf_token": ""},
+            {"csrf_token": "forged"},
+            {"csrf_token": foreign_token},
+        ):
             page = await root.post(path, fields)
             assert page.status == 403, (path, fields, page.status)
             assert page.has("security token")
@@ -355,5 +361,5 @@ async def test_inboxes_do_not_ask_for_csrf_tokens(federation: Federation) -> Non
         data=b"{}",
         headers={"Content-Type": "application/activity+json"},
     ) as response:
-        assert response.status != 403  # refused for its missing signature instead
-        assert response.status == 401
+        assert response.status != 403
+        assert response.status in {400, 401}  # refused as an activity, not for a CSRF token

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
+import markupsafe
 from multidict import CIMultiDictProxy
 
 from tests.harness.instances import Federation, Instance
@@ -37,18 +39,22 @@ class Page:
         return html.unescape(match.group(1))
 
     def has(self, text: str) -> bool:
-        return text in self.text or html.escape(text) in self.text
+        # As written, or as Jinja escapes it (' becomes &#39;, < becomes &lt;, ...).
+        return text in self.text or str(markupsafe.escape(text)) in self.text
 
 
 class Visitor:
     """One browser: its own cookie jar, talking to one instance over loopback."""
 
-    def __init__(self, federation: Federation, instance: Instance) -> None:
+    def __init__(
+        self, federation: Federation, instance: Instance, *, keep_cookies: bool = True
+    ) -> None:
         self.instance = instance
         connector = aiohttp.TCPConnector(resolver=federation.resolver, force_close=True)
-        self.session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)
+        jar: aiohttp.abc.AbstractCookieJar = (
+            aiohttp.CookieJar(unsafe=True) if keep_cookies else aiohttp.DummyCookieJar()
         )
+        self.session = aiohttp.ClientSession(connector=connector, cookie_jar=jar)
 
     async def close(self) -> None:
         await self.session.close()
@@ -96,8 +102,8 @@ class Visitors:
         self.federation = federation
         self.open: list[Visitor] = []
 
-    def __call__(self, instance: Instance) -> Visitor:
-        visitor = Visitor(self.federation, instance)
+    def __call__(self, instance: Instance, *, keep_cookies: bool = True) -> Visitor:
+        visitor = Visitor(self.federation, instance, keep_cookies=keep_cookies)
         self.open.append(visitor)
         return visitor
 
