@@ -14,7 +14,8 @@ from yarl import URL
 
 from flattrfed.context import SERVICES
 from flattrfed.db.models import DepositRequest, Member, PayoutRequest, Settlement
-from flattrfed.flattring.members import approve
+from flattrfed.flattring.members import approve, create_invite
+from flattrfed.flattring.policy import current_policy
 from flattrfed.flattring.wallets import WalletError, mark_payout_paid, record_deposit
 from flattrfed.money import Money
 from flattrfed.settlement import ledger
@@ -37,14 +38,38 @@ def _done(path: str, msg: str) -> web.HTTPSeeOther:
 # --- members -----------------------------------------------------------------------------------
 
 
+async def _members_page(request: web.Request, new_invite: str | None = None) -> web.Response:
+    services = request.app[SERVICES]
+    async with services.database.transaction() as session:
+        rows = (await session.scalars(select(Member).order_by(Member.id))).all()
+        wallets = {row.id: (await ledger.member_balances(session, row.id)) for row in rows}
+        policy = await current_policy(session, services.settings, services.clock.now())
+    return await render(
+        request,
+        "admin/members.html",
+        {
+            "members": rows,
+            "wallets": wallets,
+            "registration": policy.registration,
+            "new_invite": new_invite,
+        },
+    )
+
+
 @routes.get("/admin")
 async def members(request: web.Request) -> web.StreamResponse:
     await require_admin(request)
+    return await _members_page(request)
+
+
+@routes.post("/admin/invites")
+async def invite(request: web.Request) -> web.StreamResponse:
+    admin = await require_admin(request)
     services = request.app[SERVICES]
-    async with services.database.sessions() as session:
-        rows = (await session.scalars(select(Member).order_by(Member.id))).all()
-        wallets = {row.id: (await ledger.member_balances(session, row.id)) for row in rows}
-    return await render(request, "admin/members.html", {"members": rows, "wallets": wallets})
+    async with services.database.transaction() as session:
+        creator = await session.get(Member, admin.id)
+        code = (await create_invite(session, creator, services.clock.now())).code
+    return await _members_page(request, new_invite=code)
 
 
 @routes.post("/admin/members/{member_id:[0-9]{1,18}}/approve")

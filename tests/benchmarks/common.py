@@ -415,6 +415,19 @@ def write_profile(profile: cProfile.Profile, folder: Path, name: str) -> None:
     (folder / f"{name}.txt").write_text(out.getvalue())
 
 
+async def run_worker_for(worker: Any, limit: float) -> tuple[int, float]:
+    """Run `worker` (a flattrfed Worker) batch by batch until nothing is due or `limit` seconds
+    have passed; return how many jobs ran and how long it took."""
+    ran = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        done = await worker.run_once()
+        if done == 0:
+            break
+        ran += done
+    return ran, time.perf_counter() - started
+
+
 def product_logging() -> None:
     """Log as `flattrfed serve` does (JSON at INFO to stderr), so its cost is in the figures."""
     from flattrfed.logs import configure_logging

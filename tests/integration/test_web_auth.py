@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -151,6 +152,24 @@ async def test_invite_mode_needs_an_unused_code_and_closed_mode_takes_nobody(
     bob = visitors(alpha)
     page = await bob.submit("/signup", {**signup_form("bob"), "invite": code}, form_page="/signup")
     assert page.status == 400  # used up
+
+    # Admins make codes on the members page; the sign-up link carries the code.
+    await alpha.create_member("root", admin=True)
+    root = visitors(alpha)
+    await root.log_in("root")
+    members = await root.get("/admin")
+    assert members.has("Registration on this instance: <strong>invite</strong>")
+    made = await root.post("/admin/invites", {"csrf_token": members.csrf()})
+    assert made.status == 200
+    match = re.search(r'id="invite-code">([^<]+)<', made.text)
+    assert match is not None
+    dora = visitors(alpha)
+    form = await dora.get("/signup", invite=match.group(1))
+    assert f'value="{match.group(1)}"' in form.text
+    page = await dora.post(
+        "/signup", {"csrf_token": form.csrf(), "invite": match.group(1), **signup_form("dora")}
+    )
+    assert page.status == 303
 
     await set_registration(alpha, "closed")
     carol = visitors(alpha)
