@@ -36,7 +36,17 @@ from flattrfed.settlement.schedule import (
     CloseScheduler,
     SettlementWatch,
 )
-from flattrfed.web import admin, auth, dashboard, flattr_pages, pages, profiles, security, wallet
+from flattrfed.web import (
+    account,
+    admin,
+    auth,
+    dashboard,
+    flattr_pages,
+    pages,
+    profiles,
+    security,
+    wallet,
+)
 from flattrfed.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -148,6 +158,7 @@ def create_app(
     app.router.add_routes(pages.routes)
     app.router.add_routes(profiles.routes)
     app.router.add_routes(auth.routes)
+    app.router.add_routes(account.routes)
     app.router.add_routes(dashboard.routes)
     app.router.add_routes(flattr_pages.routes)
     app.router.add_routes(wallet.routes)

@@ -17,6 +17,7 @@ from flattrfed.flattring.members import (
     register,
 )
 from flattrfed.flattring.policy import current_policy
+from flattrfed.web.account import settings_page
 from flattrfed.web.render import render, sentence
 from flattrfed.web.security import (
     LIMITER_KEY,
@@ -158,32 +159,24 @@ async def signup(request: web.Request) -> web.StreamResponse:
 # --- the password ------------------------------------------------------------------------------
 
 
-@routes.get("/settings")
-async def settings_page(request: web.Request) -> web.StreamResponse:
-    member = await require_member(request)
-    return await render(
-        request, "settings.html", {"member": member, "min_password": MIN_PASSWORD_LENGTH}
-    )
-
-
 @routes.post("/settings/password")
 async def password_change(request: web.Request) -> web.StreamResponse:
     member = await require_member(request)
     services = request.app[SERVICES]
     form = await request.post()
     new = _text(form, "new_password")
-    context: dict[str, Any] = {"member": member, "min_password": MIN_PASSWORD_LENGTH}
     if new != _text(form, "new_password_again"):
-        context["password_error"] = "The two new passwords are not the same."  # noqa: S105
-        return await render(request, "settings.html", context, status=400)
+        mismatch = "The two new passwords are not the same."
+        return await settings_page(request, member, status=400, password_error=mismatch)
     try:
         async with services.database.transaction() as session:
             row = await session.get(Member, member.id)
             assert row is not None
             await change_password(session, row, _text(form, "current_password"), new)
     except MemberError as error:
-        context["password_error"] = sentence(error)
-        return await render(request, "settings.html", context, status=400)
+        return await settings_page(request, member, status=400, password_error=sentence(error))
     # The session's MAC covers the password hash: this one is renewed, every other one ends.
     log_in(request, row)
-    raise _redirect("/settings", "password")
+    raise web.HTTPSeeOther(
+        str(URL("/settings").with_query(msg="password").with_fragment("password-heading"))
+    )

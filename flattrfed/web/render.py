@@ -19,6 +19,8 @@ NOTICES: Final[Mapping[str, str]] = {
     "logged-in": "You are logged in.",
     "logged-out": "You are logged out.",
     "password": "Your password was changed. Other sessions of yours were logged out.",
+    "profile": "Your profile was saved.",
+    "claim-verified": "The identity is verified as yours. Flattrs waiting for it are released.",
     "flattred": "Flattred. It counts in this month's split.",
     "flattred-pending": "Flattred. It is pending until its creator joins flattrfed.",
     "undone": "The flattr was undone.",

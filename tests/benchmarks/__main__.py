@@ -117,6 +117,7 @@ def run_benchmarks(args: argparse.Namespace, workdir: Path) -> list[dict[str, An
             params["want"] = covers
         done.update(covers)
         started = time.perf_counter()
+        load_before = os.getloadavg()[0]
         print(f"-- {'/'.join(covers)} ({args.scale}) ...", file=sys.stderr, flush=True)
         env = {PROFILE_VARIABLE: str(Path(args.profile).resolve())} if args.profile else {}
         try:
@@ -131,8 +132,9 @@ def run_benchmarks(args: argparse.Namespace, workdir: Path) -> list[dict[str, An
         except (BenchError, KeyError) as error:
             produced = [failed(n, "-", what, target, str(error)).as_dict() for n in covers]
         elapsed = time.perf_counter() - started
+        load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         for row in produced:
-            row.setdefault("extra", {})["wall_s"] = round(elapsed, 1)
+            row.setdefault("extra", {}).update(wall_s=round(elapsed, 1), load_average_1m=load)
         print(f"   {elapsed:.1f} s", file=sys.stderr, flush=True)
         rows.extend(produced)
     return rows

@@ -208,6 +208,7 @@ async def test_admin_pages_and_phone_screens(
         width = await phone.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 375, (path, width, await sticking_out(phone))
         assert await unlabelled_fields(phone) == [], path
+        await screens.shot(phone, "phone" + path.replace("/", "-").split("?")[0])
     await screens.shot(phone, "12-phone-flattr-page")
 
     desk = await new_page(chromium, alpha)

@@ -355,6 +355,7 @@ async def test_no_form_works_without_its_csrf_token(
             .replace("{member_id}", "1")
             .replace("{payout_id}", "1")
             .replace("{settlement_id}", "1")
+            .replace("{claim_id}", "1")
         )
         assert "{" not in path, canonical
         for fields in (
