@@ -49,10 +49,12 @@ from flattrfed.periods import Period
 from flattrfed.settlement import ledger, proofs
 from flattrfed.settlement import statements as st
 from flattrfed.settlement.canonical import sha256_digest
+from flattrfed.worker import RetryLater
 
 log = logging.getLogger(__name__)
 
 PAYMENT_DEADLINE = timedelta(days=14)
+ISSUE_RETRY = timedelta(hours=1)
 MAX_REVISIONS = 3
 CREDIT_LIMIT = "CREDIT_LIMIT_EXCEEDED"
 WAITING = "waiting"
@@ -141,7 +143,11 @@ class SettlementExchange:
             document = await self.client.fetch_activitypub(
                 issuer, signer=await self.keys.instance_signer()
             )
-        except FetchError:
+        except FetchError as error:
+            if not error.permanent:
+                # The issuer is briefly unreachable: try the whole message again later rather
+                # than ignore a genuine statement for good.
+                raise RetryLater(f"issuer unreachable: {error.reason}") from None
             return None
         methods = document.get("assertionMethod")
         for method in methods if isinstance(methods, list) else []:
@@ -179,6 +185,7 @@ class SettlementExchange:
                 raise ExchangeError(f"{period} is not closed yet")
             peers = (await session.scalars(select(Peer).order_by(Peer.host))).all()
         issued: list[str] = []
+        unreachable: list[str] = []
         for peer in peers:
             try:
                 remote = await self.keys.actor(peer.clearing_actor)
@@ -187,10 +194,16 @@ class SettlementExchange:
                     "cannot reach a peer's clearing actor",
                     extra={"peer": peer.host, "reason": error.reason},
                 )
+                unreachable.append(peer.host)
                 continue
             uri = await self._issue_one(period, run, peer, remote.inbox)
             if uri is not None:
                 issued.append(uri)
+        if unreachable:
+            # The close's work row is retried; the close is done and issued statements are
+            # skipped, so only the peers that were down get theirs (the instance may be down
+            # for days: deliveries retry for about three, and so does this).
+            raise RetryLater(f"peers unreachable: {', '.join(unreachable)}", after=ISSUE_RETRY)
         return issued
 
     async def _issue_one(
@@ -656,6 +669,7 @@ class SettlementExchange:
                 action = "pay"
             reference = payment_reference(period, self.host, peer_host)
             we_pay = net > 0
+            us, them = self.actor_uri, peer.clearing_actor
             document = {
                 "@context": [AS_CONTEXT, FLATTR_TERMS],
                 "type": "BilateralSettlement",
@@ -678,8 +692,9 @@ class SettlementExchange:
                     key=lambda leg: leg["statement"],
                 ),
                 "net": {
-                    "payer": self.actor_uri if we_pay else peer.clearing_actor,
-                    "payee": peer.clearing_actor if we_pay else self.actor_uri,
+                    # Nobody pays when the statements cancel out; both copies must say so alike.
+                    "payer": None if net == 0 else (us if we_pay else them),
+                    "payee": None if net == 0 else (them if we_pay else us),
                     "amount": str(abs(net)),
                 },
                 "action": action,

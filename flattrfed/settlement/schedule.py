@@ -96,6 +96,8 @@ class CloseScheduler:
                 now=self.clock.now(),
                 run_after=period.closes_at(self.grace),
                 dedupe_key=f"{CLOSE_KIND}:{period}",
+                # Statements to a peer that is down are retried hourly: about four days.
+                max_attempts=100,
             )
 
     async def schedule_open_periods(self) -> None:

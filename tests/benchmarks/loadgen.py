@@ -104,10 +104,11 @@ async def get_path(
     count: int,
     concurrency: int,
     time_limit: float,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """GET one path repeatedly: `warmup` untimed requests, then `count` timed."""
     _check_loopback(base_url)
-    headers = {"Host": host}
+    headers = {"Host": host, **(headers or {})}
     size = 0
     async with _session(concurrency) as session:
 

@@ -58,7 +58,7 @@ WHAT_P7 = "growth of the close's cost per flattr, 1 : 3 : 10 flattrs"
 # Sizes (flattrs) and the budget of one close run, in seconds, per scale.
 SCALES: dict[str, dict[str, Any]] = {
     "small": {"sizes": [200, 600, 2_000], "run_budget": 30.0, "total_budget": 45.0},
-    "full": {"sizes": [10_000, 30_000, 100_000], "run_budget": 240.0, "total_budget": 400.0},
+    "full": {"sizes": [10_000, 30_000, 100_000], "run_budget": 240.0, "total_budget": 300.0},
 }
 PERIOD = Period(2026, 11)
 GRACE = timedelta(hours=24)

@@ -296,9 +296,12 @@ class Faults:
 
     # --- duplicates ----------------------------------------------------------------------------
 
-    async def duplicate_delivery(self, instance: Instance) -> bool:
+    async def duplicate_delivery(
+        self, instance: Instance, *, delay: timedelta | None = None
+    ) -> bool:
         """Queue an already sent delivery again under another dedupe key: the same activity
-        (same id, same body) is signed and POSTed a second time."""
+        (same id, same body) is signed and POSTed a second time, after `delay` (by default a
+        random delay of up to ten hours)."""
         database = instance.services.database
         async with database.sessions() as session:
             rows = (
@@ -317,7 +320,8 @@ class Faults:
                 kind=DELIVER_KIND,
                 payload=row.payload,
                 now=self.clock_now,
-                run_after=self.clock_now + timedelta(minutes=self.rng.randint(0, 600)),
+                run_after=self.clock_now
+                + (delay if delay is not None else timedelta(minutes=self.rng.randint(0, 600))),
                 dedupe_key=f"fault-duplicate:{next(self._serial)}:{row.id}",
                 max_attempts=MAX_ATTEMPTS,
             )

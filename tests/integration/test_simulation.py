@@ -7,7 +7,7 @@ worker runs when and in what order, and every fault (tests/harness/faults.py). T
 ManualClock; nothing sleeps. After the fault phase (a month of clicks with partitions, duplicate
 deliveries, shuffled work, workers crashing between commit and send and between send and
 commit, and one instance offline for days around the month close) comes a liveness phase with
-a healed network, after which, for the closed month:
+a healed network (and no admin stepping in), after which, for the closed month:
 
 * every statement reached a final state: each instance's last revision to each peer, and from
   each peer, is accepted; earlier revisions are rejected;
@@ -26,6 +26,7 @@ FLATTRFED_SIMULATION_SEEDS=1000-1099 (a range, or a comma-separated list).
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections import defaultdict
@@ -36,6 +37,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from flattrfed.activitypub.inbox import INBOUND_KIND
 from flattrfed.clock import ManualClock
 from flattrfed.db.models import (
     ClearingRun,
@@ -48,12 +50,12 @@ from flattrfed.db.models import (
     WorkItem,
     WorkState,
 )
+from flattrfed.flattring import members
 from flattrfed.flattring.flattrs import flattr, unflattr
 from flattrfed.flattring.peers import add_peer, discover_peer
 from flattrfed.flattring.resolve import CannotFlattr, Target, resolve_target
 from flattrfed.flattring.wallets import record_deposit
 from flattrfed.money import Money
-from flattrfed.periods import Period
 from flattrfed.settlement import ledger
 from flattrfed.settlement.checks import check_ledger
 from flattrfed.settlement.schedule import CLOSE_KIND, WATCH_KIND
@@ -72,21 +74,19 @@ LIVENESS_DEADLINE = datetime(2026, 12, 24, tzinfo=UTC)
 # Work that is never "finished": each month's next close, and the daily settlement watch.
 RECURRING = frozenset({CLOSE_KIND, WATCH_KIND})
 
-# Bugs the simulation found that are not fixed yet (each also has a reduced test below).
-ZERO_NET_BUG = (
-    "BUG: SettlementExchange.try_settle names the *peer* as payer when the net is zero, on "
-    "both sides, so the two copies of the BilateralSettlement disagree on payer and payee"
-)
-
 SEEDS = [11, 2024, 90210]
-# Seeds that once failed, with the bug each found. Keep them forever: each runs on every build.
-# To turn a failing seed into a regression test, add it here with the bug (and write a reduced
-# test for the bug, as below). While the bug is open the seed is marked xfail(strict=True); the
-# day it is fixed the seed passes, which fails the build (XPASS) as a reminder to write `None`
-# for "fixed" instead.
-REGRESSION_SEEDS: dict[int, str | None] = {
-    23: ZERO_NET_BUG,  # a pair owed each other nothing for 2026-11 (so did seed 45)
+# Seeds that once failed, with what each found. Keep them forever: each runs on every build.
+# To turn a failing seed into a regression test, add it here (and reduce the bug to a short
+# test, as at the end of this file). While its bug is open, add it to OPEN_BUGS too, which
+# marks it xfail(strict=True): the day the bug is fixed the seed passes, the build fails
+# (XPASS), and that is the reminder to take it out of OPEN_BUGS. A seed replays the same run
+# only as long as the simulation draws the same numbers: a change to what it draws changes what
+# every seed does, so re-check the regression seeds (with the bug put back) after one.
+REGRESSION_SEEDS: dict[int, str] = {
+    203: "a pair owed each other nothing; each copy of the settlement named the other as payer",
+    256: "alpha ignored beta's statement: it could not fetch beta's proof key at that moment",
 }
+OPEN_BUGS: dict[int, str] = {}
 
 
 def _seeds_from_environment() -> set[int]:
@@ -101,7 +101,7 @@ def _seeds_from_environment() -> set[int]:
 
 
 def _seed_param(seed: int) -> object:
-    bug = REGRESSION_SEEDS.get(seed)
+    bug = OPEN_BUGS.get(seed)
     marks = [] if bug is None else [pytest.mark.xfail(strict=True, reason=bug)]
     return pytest.param(seed, marks=marks, id=f"seed-{seed}")
 
@@ -110,6 +110,13 @@ ALL_SEEDS = [
     _seed_param(seed)
     for seed in sorted(set(SEEDS) | set(REGRESSION_SEEDS) | _seeds_from_environment())
 ]
+
+
+@pytest.fixture(autouse=True)
+def hash_the_password_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 takes a quarter of a second per member, and nobody logs in here: every member has
+    the same password, so hash it once (the stored hash is still a real argon2 hash)."""
+    monkeypatch.setattr(members, "hash_password", functools.cache(members.hash_password))
 
 
 @dataclass
@@ -319,12 +326,10 @@ async def fault_phase(world: World) -> None:
         else:
             await faults.step_workers(batches=rng.randint(1, 4))
     # Every seed sees each kind of fault at least once.
-    for instance in instances:
-        if not faults.duplicates:
-            await faults.duplicate_delivery(instance)
-    if faults.crashes == 0:
-        await click(world)
-        await faults.crash_after_commit(rng.choice(instances))
+    if faults.duplicates == 0 or faults.crashes == 0:
+        instance = rng.choice(instances)
+        assert await faults.duplicate_delivery(instance, delay=timedelta(0)), world.say("idle")
+        await faults.crash_after_commit(instance)  # dies holding (at least) the duplicate
 
 
 async def close_phase(world: World) -> None:
@@ -351,32 +356,21 @@ async def close_phase(world: World) -> None:
             await faults.random_partition(timedelta(hours=6))
         if rng.random() < swarm.duplicate:
             await faults.duplicate_delivery(rng.choice(faults.online()))
-        await faults.step_workers()
+        if rng.random() < swarm.full_step:
+            await faults.step_workers()
+        else:
+            await faults.step_workers(batches=rng.randint(1, 4))
     await faults.bring_online(victim)
 
 
 async def liveness_phase(world: World) -> None:
-    """The network heals; time moves an hour at a time until no work is left.
-
-    Once the network is back, each admin does what docs/settlement.md §7 (step 2) asks after
-    every close: `flattrfed settlement issue 2026-11`, which sends a statement to any peer that
-    was unreachable when the close ran (issue_statements skips those, and nothing retries
-    them: see the reduced test of that gap below). Peers that have one are skipped.
-    """
+    """The network heals; time moves an hour at a time until no work is left. Nobody helps:
+    no admin runs `settlement issue` (docs/settlement.md §7) or anything else."""
     faults, clock = world.faults, world.federation.clock
     await faults.heal_all()
-    admin_done = False
     while True:
         await faults.step_workers()
-        if not admin_done and await closes_done(world):
-            admin_done = True
-            for instance in world.instances.values():
-                with acting_as(instance.name):
-                    issued = await instance.services.exchange.issue_statements(Period.parse(PERIOD))
-                if issued:
-                    faults.note(f"{instance.name}'s admin issued {issued}")
-            continue
-        if admin_done and await all_quiet(world):
+        if await all_quiet(world):
             return
         if clock.now() >= LIVENESS_DEADLINE:
             world.diagnosis = await diagnose(world)
@@ -492,7 +486,9 @@ async def check_outcome(world: World) -> None:
                 ]
                 assert chain, say(f"{instance.name} has no {direction} statement for {other.name}")
                 *earlier, last = chain
-                assert last[1] == "accepted" and all(s == "rejected" for _, s in earlier), say(
+                final = [state for _, state in earlier] == ["rejected"] * len(earlier)
+                assert final, say(f"{instance.name}'s {direction} with {other.name}: {chain}")
+                assert last[1] == "accepted", say(
                     f"{instance.name}'s {direction} statements with {other.name}: {chain}"
                 )
                 assert [revision for revision, _ in chain] == list(range(1, len(chain) + 1)), say(
@@ -506,9 +502,8 @@ async def check_outcome(world: World) -> None:
                 continue
             one = await settlement_of(first, second.host)
             two = await settlement_of(second, first.host)
-            assert one is not None and two is not None, say(
-                f"no settlement between {first.name} ({one}) and {second.name} ({two})"
-            )
+            assert one is not None, say(f"{first.name} has no settlement with {second.name}")
+            assert two is not None, say(f"{second.name} has no settlement with {first.name}")
             assert (one.net_minor, one.payable_minor, one.receivable_minor) == (
                 -two.net_minor,
                 two.receivable_minor,
@@ -556,7 +551,8 @@ async def check_outcome(world: World) -> None:
     )
 
     # The faults did happen (a schedule that injected nothing proves nothing).
-    assert world.faults.duplicates > 0 and world.faults.crashes > 0, say("no faults injected")
+    assert world.faults.duplicates > 0, say("no delivery was duplicated")
+    assert world.faults.crashes > 0, say("no worker crashed")
     assert world.faults.resolver.refusals, say("the network never refused a connection")
 
 
@@ -570,33 +566,47 @@ async def test_a_month_of_faults_settles_once_the_network_heals(
         await close_phase(world)
         await liveness_phase(world)
         await check_outcome(world)
-        revised = 0
-        for instance in world.instances.values():
-            revised += sum(
-                row.direction == "out" and row.state == "rejected"
-                for row in await statements_of(instance)
-            )
+        paths = await paths_taken(world)
     finally:
         await world.federation.close()
     print(
-        f"seed {seed}: {world.clicks} clicks, {world.undos} undos, {revised} statements "
-        f"rejected and revised, {world.faults.duplicates} duplicates, {world.faults.crashes} "
-        f"crashes, {len(world.faults.resolver.refusals)} refused lookups"
+        f"seed {seed}: {world.clicks} clicks, {world.undos} undos, "
+        f"{world.faults.duplicates} duplicates, {world.faults.crashes} crashes, "
+        f"{len(world.faults.resolver.refusals)} refused lookups; {paths}"
     )
 
 
-# --- the bugs the simulation found, each reduced to a few steps ----------------------------------
+async def paths_taken(world: World) -> dict[str, int]:
+    """How often the seed took the recovery paths (to pick seeds that exercise them)."""
+    found = {"revised": 0, "close_retried": 0, "settlement_message_retried": 0}
+    for instance in world.instances.values():
+        async with instance.services.database.sessions() as session:
+            statements = await statements_of(instance)
+            found["revised"] += sum(
+                row.direction == "out" and row.state == "rejected" for row in statements
+            )
+            work = (await session.scalars(select(WorkItem))).all()
+            settlement_messages = set(
+                (
+                    await session.scalars(
+                        select(InboundActivity.id).where(
+                            InboundActivity.type.in_(["Offer", "Accept", "Reject"])
+                        )
+                    )
+                ).all()
+            )
+        for row in work:
+            if row.kind == CLOSE_KIND and row.payload.get("period") == PERIOD:
+                found["close_retried"] += row.attempts - 1
+            elif row.kind == INBOUND_KIND and row.payload["inbound_id"] in settlement_messages:
+                found["settlement_message_retried"] += row.attempts > 1
+    return found
 
-UNREACHABLE_AT_CLOSE_BUG = (
-    "GAP (docs/settlement.md §8.3): SettlementExchange.issue_statements skips a peer whose "
-    "clearing actor cannot be fetched when the close runs, the month-close job is done anyway, "
-    "and nothing retries: without an admin, that peer never gets the month's statement"
-)
-PROOF_FETCH_BUG = (
-    "GAP (docs/settlement.md §8.3): SettlementExchange._peer_key turns a failed fetch of the "
-    "issuer's actor into 'no key', so a statement processed while its issuer is unreachable "
-    "is ignored for good: the issuer's statement stays `issued` and the pair never settles"
-)
+
+# --- the bugs the simulation found, each reduced to a few steps ----------------------------------
+#
+# Each failed when the simulation found it (2026-12-02); the fixes in flattrfed/settlement
+# followed the same day. They stay as regression tests.
 
 
 async def two_instances(
@@ -631,10 +641,13 @@ async def november_states(instance: Instance) -> list[tuple[str, str]]:
     return [(row.direction, row.state) for row in await statements_of(instance)]
 
 
-@pytest.mark.xfail(strict=True, reason=UNREACHABLE_AT_CLOSE_BUG)
 async def test_a_peer_that_is_down_when_the_month_closes_still_gets_its_statement(
     clock: ManualClock, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
+    """issue_statements skipped a peer whose clearing actor it could not fetch at the close
+    (one it had never fetched before), the month-close job was done anyway, and nothing
+    retried: that peer never got the month's statement unless an admin ran `settlement issue`.
+    """
     federation, faults, alpha, beta = await two_instances(clock, database_factory, tmp_path)
     try:
         await faults.step_workers()  # October closes before the peering: nothing to exchange
@@ -649,18 +662,20 @@ async def test_a_peer_that_is_down_when_the_month_closes_still_gets_its_statemen
         await faults.bring_online("beta")
         await faults.pass_time(timedelta(days=2), step=timedelta(hours=1))
 
-        # beta's statement (sent when beta closed, after it came back) was accepted by alpha...
-        assert ("in", "accepted") in await november_states(alpha)
-        # ...but alpha never sends beta its own: it skipped beta at the close.
-        assert ("out", "accepted") in await november_states(alpha)
+        # beta's statement (sent when beta closed, after it came back) was accepted by alpha, and
+        # alpha's, which it could not send at its close, went out when beta was back.
+        assert sorted(await november_states(alpha)) == [("in", "accepted"), ("out", "accepted")]
+        assert sorted(await november_states(beta)) == [("in", "accepted"), ("out", "accepted")]
     finally:
         await federation.close()
 
 
-@pytest.mark.xfail(strict=True, reason=PROOF_FETCH_BUG)
 async def test_a_statement_processed_while_its_issuer_is_unreachable_is_not_lost(
     clock: ManualClock, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
+    """_peer_key turned a failed fetch of the issuer's actor into "no key": a statement
+    processed while its issuer was unreachable ended "ignored: statement proof does not
+    verify" for good, the issuer's statement stayed `issued`, and the pair never settled."""
     federation, faults, alpha, beta = await two_instances(clock, database_factory, tmp_path)
     try:
         await peer(alpha, beta, 100_000)
@@ -675,30 +690,32 @@ async def test_a_statement_processed_while_its_issuer_is_unreachable_is_not_lost
         await faults.heal_all()
         await faults.pass_time(timedelta(days=2), step=timedelta(hours=1))
 
-        # Today beta's inbound Offer ends "ignored: statement proof does not verify: unknown_key".
         assert sorted(await november_states(beta)) == [("in", "accepted"), ("out", "accepted")]
         assert sorted(await november_states(alpha)) == [("in", "accepted"), ("out", "accepted")]
     finally:
         await federation.close()
 
 
-@pytest.mark.xfail(strict=True, reason=ZERO_NET_BUG)
 async def test_when_the_statements_cancel_out_both_copies_name_the_same_payer(
     clock: ManualClock, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
+    """With a zero net, try_settle's `we_pay = net > 0` was false on both sides, so each named
+    the *other* as payer: the two copies of the BilateralSettlement disagreed."""
     federation, faults, alpha, beta = await two_instances(clock, database_factory, tmp_path)
     try:
         await peer(alpha, beta, 100_000)
         await peer(beta, alpha, 100_000)
         await faults.step_workers()  # October: two empty statements, a zero net
         async with alpha.services.database.sessions() as session:
-            at_alpha = await session.scalar(select(Settlement).where(Settlement.period == "2026-10"))
+            at_alpha = await session.scalar(
+                select(Settlement).where(Settlement.period == "2026-10")
+            )
         async with beta.services.database.sessions() as session:
             at_beta = await session.scalar(select(Settlement).where(Settlement.period == "2026-10"))
-        assert at_alpha is not None and at_beta is not None
+        assert at_alpha is not None
+        assert at_beta is not None
         assert (at_alpha.net_minor, at_beta.net_minor) == (0, 0)
         assert (at_alpha.action, at_beta.action) == ("settled", "settled")
-        # Each side names the other as the payer of nothing.
         assert at_alpha.document["net"] == at_beta.document["net"]
     finally:
         await federation.close()
