@@ -190,7 +190,28 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
             }
 
     result = _exchange_run(settings, work)
-    if args.json or args.settlement_command in {"show", "statements"}:
+    if args.settlement_command == "statements" and getattr(args, "csv", False):
+        # One row per statement line, for a spreadsheet or the bank reconciliation.
+        out = io.StringIO()
+        fields = ["statement", "direction", "state", "period", "like", "donor", "object", "amount"]
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        for document in result:
+            for line in document.get("lines", []):
+                writer.writerow(
+                    {
+                        "statement": document.get("id"),
+                        "direction": document.get("_direction"),
+                        "state": document.get("_state"),
+                        "period": document.get("period"),
+                        "like": line.get("like"),
+                        "donor": line.get("donor"),
+                        "object": line.get("object"),
+                        "amount": line.get("amount"),
+                    }
+                )
+        print(out.getvalue(), end="")
+    elif args.json or args.settlement_command in {"show", "statements"}:
         print_json(result)
     elif args.settlement_command == "list" and getattr(args, "csv", False):
         out = io.StringIO()
@@ -232,8 +253,11 @@ def add_exchange_commands(commands: argparse._SubParsersAction[argparse.Argument
     dispute.add_argument("--reason", required=True)
     issue = settlement.add_parser("issue", help="send statements of a closed period to peers")
     issue.add_argument("period")
-    statements = settlement.add_parser("statements", help="export a period's statements (JSON)")
+    statements = settlement.add_parser(
+        "statements", help="export a period's statements (JSON, or CSV lines with --csv)"
+    )
     statements.add_argument("period")
+    statements.add_argument("--csv", action="store_true", help="one CSV row per statement line")
     for sub in (listing, show, paid, confirm, dispute, issue, statements):
         sub.add_argument("--json", action="store_true")
         sub.set_defaults(handler=cmd_settlement)

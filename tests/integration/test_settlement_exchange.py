@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from flattrfed.db.models import Settlement, Statement
@@ -304,3 +305,49 @@ async def test_flattrs_released_to_a_claimant_on_another_instance_are_paid_there
             assert await check_ledger(session, "EUR") == []
     finally:
         await plain.close()
+
+
+async def test_statements_and_settlements_export_as_csv(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import csv
+    import io
+
+    from flattrfed.cli import main
+
+    alpha = await federation.start("alpha", fee_bp=0)
+    beta = await federation.start("beta", fee_bp=0)
+    await alpha.peer_with(beta)
+    await beta.peer_with(alpha)
+    dave = await beta.create_member("dave")
+    await beta.create_thing(dave, "pod", "Dave's podcast")
+    ann = await alpha.create_donor("ann", budget=300, deposit=300)
+    await alpha.flattr(ann, f"@pod@{beta.host}")
+    await federation.step_workers()
+    federation.clock.set(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    await federation.step_workers()
+
+    settings = alpha.settings
+    for key, value in {
+        "FLATTRFED_BASE_URL": settings.base_url,
+        "FLATTRFED_ALLOW_HTTP": "1",
+        "FLATTRFED_DATA_DIR": str(settings.data_dir),
+        "FLATTRFED_DATABASE_URL": settings.database_url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    args = ["settlement", "statements", "2026-11", "--csv"]
+    assert await asyncio.to_thread(main, args) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(row["direction"], row["state"], row["amount"]) for row in rows] == [
+        ("out", "accepted", "300")
+    ]
+    assert await asyncio.to_thread(main, ["settlement", "list", "--csv"]) == 0
+    listed = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    (settlement,) = [row for row in listed if row["period"] == "2026-11"]
+    assert (settlement["net_minor"], settlement["we_pay"], settlement["state"]) == (
+        "300",
+        "True",
+        "agreed",
+    )
