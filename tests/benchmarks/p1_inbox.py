@@ -48,7 +48,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "small": {
         "actors": 16,
         "warmup": 32,
-        "requests": 200,
+        "requests": 150,
         "concurrency": 16,
         "limit": 30.0,
         "baseline_runs": 1,
@@ -145,12 +145,14 @@ def _row(
 ) -> Row:
     accepted = result["statuses"].get("202", 0) + result["warmup_statuses"].get("202", 0)
     sent = result["sent"] + sum(result["warmup_statuses"].values())
-    base_rate = sum(b["rate"] for b in baselines) / len(baselines)
+    base_rate = max(b["rate"] for b in baselines)
     notes = [
         f"{result['sent']:,} timed requests after {config['warmup']} warm-up ones (keys cached), "
         f"{config['concurrency']} connections; worker off, so this is the inbox alone",
-        "baseline: mean of " + ", ".join(f"{b['rate']:,.0f}" for b in baselines) + " req/s "
-        "(measured before and after the instances)" * (len(baselines) > 1),
+        "baseline: best of "
+        + ", ".join(f"{b['rate']:,.0f}" for b in baselines)
+        + " req/s"
+        + " (measured before and after the instances)" * (len(baselines) > 1),
     ]
     activities, work_rows = result["activities"], result["work_rows"]
     ok = accepted == sent and activities == sent and work_rows == sent

@@ -51,7 +51,7 @@ from tests.benchmarks.common import (
 TARGET = 0.2
 WHAT = "the dashboard of a member with 1,000 flattrs this month"
 SCALES: dict[str, dict[str, Any]] = {
-    "small": {"dashboards": 24, "healths": 300, "concurrency": 16, "limit": 20.0},
+    "small": {"dashboards": 16, "healths": 200, "concurrency": 16, "limit": 20.0},
     "full": {"dashboards": 4_000, "healths": 30_000, "concurrency": 64, "limit": 20.0},
 }
 MEMBER = "donor"
@@ -287,6 +287,7 @@ def run(scale: str, workdir: str, postgres_url: str | None) -> dict[str, Any]:
     target = f">= {TARGET}x"
     databases = Databases(work / "sqlite", "sqlite", None)
     results: dict[str, tuple[dict[str, Any], int]] = {}
+    healths: list[float] = []
     try:
         url = asyncio.run(databases.new("p6"))
         environ = instance_environ(work / "data", url)
@@ -309,6 +310,9 @@ def run(scale: str, workdir: str, postgres_url: str | None) -> dict[str, Any]:
             )
             if profiling():
                 server.signal(signal.SIGUSR2)
+            again = _load(server, "/health", config["healths"], config, logs)
+            healths = [health["rate"], again["rate"]]
+            health = max(health, again, key=lambda result: float(result["rate"]))
             stats = server.stop()
     except BenchError as error:
         return {"rows": [failed("P6", v, WHAT, target, str(error)).as_dict() for v in VARIANTS]}
@@ -316,6 +320,11 @@ def run(scale: str, workdir: str, postgres_url: str | None) -> dict[str, Any]:
         "page": "ours: the real GET /dashboard page, logged in",
         "figures": "ours: member_dashboard() as JSON behind GET /bench/dashboard/NAME, a route "
         "added only in the benchmark's server process",
+    }
+    notes = {
+        variant: f"{note}; health best of {', '.join(f'{r:,.0f}' for r in healths)} req/s "
+        "(before and after the dashboards)"
+        for variant, note in notes.items()
     }
     rows = [
         _row(
