@@ -179,9 +179,9 @@ async def store(services: Services, env: Envelope, activity: dict[str, Any]) -> 
             payload={"inbound_id": row_id},
             now=now,
             dedupe_key=f"inbound:{row_id}",
-            # Backoff doubling from 30 s: 12 attempts span about a day and a half, long enough
-            # for a settlement message whose issuer is briefly unreachable.
-            max_attempts=12,
+            # Settlement messages whose issuer is unreachable retry hourly: 80 attempts cover
+            # about three days, the same window our own deliveries retry for.
+            max_attempts=80,
         )
         await mark_alive(
             session, host_of(env.actor_uri, allow_http=services.settings.allow_http), now

@@ -147,7 +147,7 @@ class SettlementExchange:
             if not error.permanent:
                 # The issuer is briefly unreachable: try the whole message again later rather
                 # than ignore a genuine statement for good.
-                raise RetryLater(f"issuer unreachable: {error.reason}") from None
+                raise RetryLater(f"issuer unreachable: {error.reason}", after=ISSUE_RETRY) from None
             return None
         methods = document.get("assertionMethod")
         for method in methods if isinstance(methods, list) else []:
