@@ -214,6 +214,77 @@ async def test_a_crash_after_any_stage_then_a_rerun_gives_the_uninterrupted_resu
     assert results[0] == results[1]
 
 
+CHUNK_CRASHES = [f"{stage}:chunk:{n}" for stage in ("snapshot", "shares", "posted") for n in (1, 3)]
+
+
+@pytest.mark.parametrize("crash_at", CHUNK_CRASHES)
+async def test_a_crash_between_chunks_then_a_rerun_gives_the_uninterrupted_result(
+    database_factory: Any, november_clock: ManualClock, crash_at: str
+) -> None:
+    """With one member per chunk, a crash after the first or third chunk of a stage leaves
+    part of the stage committed; the rerun must finish it without doubling anything."""
+    stage_name, _, nth = crash_at.rpartition(":")
+    results = []
+    for crash in (False, True):
+        database = Database(await database_factory.new_database("close"))
+        try:
+            november_clock.set(datetime(2026, 11, 10, 12, tzinfo=UTC))
+            await populate(database, november_clock)
+            november_clock.set(NOVEMBER.closes_at(GRACE))
+            if crash:
+                seen: list[str] = []
+
+                def after(stage: str, seen: list[str] = seen) -> bool:
+                    seen.append(stage)
+                    return stage == stage_name and seen.count(stage) == int(nth)
+
+                crashing = closer(database, november_clock, crash_after=after, chunk_members=1)
+                with pytest.raises(CrashForTest):
+                    await crashing.run(NOVEMBER, FEE_BP)
+                november_clock.advance(timedelta(hours=1))
+            await closer(database, november_clock, runner_id="second", chunk_members=1).run(
+                NOVEMBER, FEE_BP
+            )
+            results.append(await state(database))
+            async with database.sessions() as session:
+                assert await check_ledger(session, "EUR") == []
+        finally:
+            await database.dispose()
+    assert results[0] == results[1]
+
+
+class StallingClose(MonthClose):
+    """A runner that stalls past its lease after its first chunk, while `rival` takes over."""
+
+    rival: MonthClose
+    bounds_asked = 0
+
+    async def _next_bound(self, after: int) -> int | None:
+        self.bounds_asked += 1
+        if self.bounds_asked == 2:
+            assert isinstance(self.clock, ManualClock)
+            self.clock.advance(timedelta(hours=1))
+            await self.rival._acquire(NOVEMBER, FEE_BP, self.clock.now())
+        return await super()._next_bound(after)
+
+
+async def test_a_runner_whose_lease_was_taken_over_stops_at_its_next_chunk(
+    database: Database, november_clock: ManualClock
+) -> None:
+    await populate(database, november_clock)
+    november_clock.set(NOVEMBER.closes_at(GRACE))
+    first = StallingClose(
+        database, november_clock, currency="EUR", grace=GRACE, urls=URLS, chunk_members=1
+    )
+    first.rival = closer(database, november_clock, runner_id="second")
+    with pytest.raises(CloseError, match="lost its lease"):
+        await first.run(NOVEMBER, FEE_BP)
+    result = await first.rival.run(NOVEMBER, FEE_BP)
+    assert (result.stage, result.donors) == ("done", 2)
+    async with database.sessions() as session:
+        assert await check_ledger(session, "EUR") == []
+
+
 async def test_two_concurrent_closes_run_the_period_once(
     database: Database, november_clock: ManualClock
 ) -> None:

@@ -61,7 +61,7 @@ class Share(Base):
     __tablename__ = "shares"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("clearing_runs.id"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("clearing_runs.id"))
     donor_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     flattr_id: Mapped[int] = mapped_column(ForeignKey("flattrs.id"), unique=True)
     like_uri: Mapped[str] = mapped_column(URI, unique=True)
@@ -71,6 +71,9 @@ class Share(Base):
     # The local member credited, when the payee is on this instance.
     creator_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+    # The close reads and sums shares a range of donors at a time.
+    __table_args__ = (Index(None, "run_id", "donor_id"),)
 
 
 class ProofKey(Base):
@@ -108,6 +111,26 @@ class Statement(Base):
     responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index(None, "direction", "period", "peer_host", "revision", unique=True),)
+
+
+class StatementLine(Base):
+    """One line of a statement we issued or accepted, in order, with the page it travels on."""
+
+    __tablename__ = "statement_lines"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    statement_id: Mapped[int] = mapped_column(ForeignKey("statements.id"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based, in like_uri order
+    page: Mapped[int] = mapped_column(Integer)  # 1-based
+    like_uri: Mapped[str] = mapped_column(URI)
+    donor_uri: Mapped[str] = mapped_column(URI)
+    object_uri: Mapped[str] = mapped_column(URI)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(None, "statement_id", "position", unique=True),
+        Index(None, "statement_id", "page"),
+    )
 
 
 class Settlement(Base):
