@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from sqlalchemy import bindparam, select, update
@@ -157,6 +158,13 @@ def account_kind(code: str) -> str:
     earnings:available | payouts:pending) and peer:HOST:payable are liabilities; income:NAME is
     income; `external` is equity (money entering or leaving the instance).
     """
+    if not isinstance(code, str):
+        raise ValueError(f"unknown account code {code!r}")
+    return _kind_of(code)
+
+
+@lru_cache(maxsize=65_536)  # pure, and the close asks about the same few codes many times
+def _kind_of(code: str) -> str:
     if not isinstance(code, str) or len(code) > MAX_CODE_LENGTH:
         raise ValueError(f"unknown account code {code!r}")
     if code == EXTERNAL:

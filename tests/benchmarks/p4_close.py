@@ -59,7 +59,11 @@ WHAT_P7 = "growth of the close's cost per flattr, 1 : 3 : 10 flattrs"
 # Sizes (flattrs) and the budget of one close run, in seconds, per scale.
 SCALES: dict[str, dict[str, Any]] = {
     "small": {"sizes": [200, 2_000], "run_budget": 30.0, "total_budget": 45.0},
-    "full": {"sizes": [10_000, 30_000, 100_000], "run_budget": 240.0, "total_budget": 300.0},
+    "full": {
+        "sizes": [1_000_000, 3_000_000, 10_000_000],
+        "run_budget": 1500.0,
+        "total_budget": 2400.0,
+    },
 }
 PERIOD = Period(2026, 11)
 GRACE = timedelta(hours=24)
@@ -272,7 +276,8 @@ async def close(url: str, flattrs: int, label: str) -> dict[str, Any]:
     started = time.perf_counter()
 
     def mark(stage: str) -> bool:
-        marks[stage] = time.perf_counter() - started
+        if ":" not in stage:  # "STAGE:chunk" marks a chunk inside a stage
+            marks[stage] = time.perf_counter() - started
         return False
 
     month = MonthClose(
