@@ -1,4 +1,5 @@
-"""Several workers share one PostgreSQL queue that holds a due month close and many deliveries.
+"""Several workers and servers share one PostgreSQL queue: a due month close, many deliveries,
+inbound Likes arriving at two servers at once.
 
 Production runs as many `flattrfed worker` processes as it likes against one PostgreSQL
 database (docs/settlement.md §8.2). Here they race for one instance's queue: a due month-close
@@ -8,7 +9,9 @@ posted once), every delivery reaches its inbox once, and every Like is recorded 
 
 First with Worker objects in this process, each built by create_app() on its own Database
 engine (its own connection pool and HTTP client, as a separate process has), run together with
-asyncio.gather; then with two real `flattrfed worker --once` processes.
+asyncio.gather; then with two real `flattrfed worker --once` processes; then with two
+`flattrfed serve` processes (each with its in-process worker) and two `flattrfed worker`
+processes all running together while signed Likes arrive at both servers.
 
 PostgreSQL only: SQLite has one writer at a time and no SKIP LOCKED, so there is no race to
 lose. Set FLATTRFED_TEST_POSTGRES_URL (tests/harness/databases.py) to run them.
@@ -18,18 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
+import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
+from flattrfed.activitypub import signatures
 from flattrfed.activitypub.delivery import DELIVER_KIND
+from flattrfed.activitypub.documents import AS_CONTEXT
 from flattrfed.activitypub.outbox import publish_post
 from flattrfed.app import create_app
 from flattrfed.context import SERVICES
@@ -422,3 +432,207 @@ async def lease_owners(database: Database, done: asyncio.Event) -> set[str]:
             seen.update(owner for owner in found.all() if owner is not None)
         await asyncio.sleep(0.005)
     return seen
+
+
+# --- two servers and two workers, all at once -----------------------------------------------
+
+INBOUND_LIKES = 40
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until_healthy(client: aiohttp.ClientSession, url: str, process: Any) -> None:
+    deadline = time.monotonic() + 120  # start-up is slow on a loaded machine
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise AssertionError(f"{url} exited with {process.returncode}")
+        try:
+            async with client.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never answered")
+
+
+async def unsettled(database: Database, likes: int, sender: str) -> str:
+    """What is left: Likes from `sender` not recorded, work due now, November's close; ""
+    when nothing. (Work due later — next month's close, the daily watch — does not count.)"""
+    async with database.sessions() as session:
+        recorded = await session.scalar(
+            select(func.count())
+            .select_from(ReceivedLike)
+            .where(ReceivedLike.like_uri.startswith(sender + "/"))
+        )
+        due = (
+            await session.execute(
+                select(WorkItem.kind, WorkItem.attempts, WorkItem.last_error)
+                .where(
+                    WorkItem.state == WorkState.PENDING,
+                    WorkItem.run_after <= datetime.now(UTC),
+                )
+                .limit(5)
+            )
+        ).all()
+        closed = await session.scalar(select(ClearingRun.stage).where(ClearingRun.period == PERIOD))
+    if recorded == likes and not due and closed == "done":
+        return ""
+    return f"{recorded}/{likes} Likes recorded; work due: {due}; close of {PERIOD}: {closed}"
+
+
+async def test_two_servers_and_two_workers_at_once_do_everything_once(
+    federation: Federation, sinks: list[InboxSink], tmp_path: Path
+) -> None:
+    """Two `flattrfed serve` processes (each with its in-process worker) and two
+    `flattrfed worker` processes on one PostgreSQL, all running together: every Like that
+    arrives at both servers at the same moment is stored and recorded once, every delivery
+    is sent once, and November's close runs once."""
+    if datetime.now(UTC) < datetime(2026, 12, 2, 0, 5, tzinfo=UTC):
+        pytest.skip("the wall clock has not reached the close of 2026-11")
+    alpha = await federation.start("alpha", fee_bp=100)
+    await federation.step_workers()
+    sink = await InboxSink(
+        federation.resolver, federation.clock, "127.0.0.1", verify_signatures=False
+    ).start()
+    sinks.append(sink)
+    queue = await fill_the_queue(federation, sink, peer_instance=None)
+    await publish(queue, PROCESS_POSTS - POSTS // 2)
+    # The fans' actors, fetched by the servers when they check the Likes' signatures.
+    fans = await InboxSink(federation.resolver, federation.clock, "127.0.0.1").start()
+    sinks.append(fans)
+
+    settings = alpha.settings
+    environ = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("FLATTRFED_")},
+        "FLATTRFED_BASE_URL": settings.base_url,
+        "FLATTRFED_ALLOW_HTTP": "1",
+        "FLATTRFED_DATA_DIR": str(settings.data_dir),
+        "FLATTRFED_DATABASE_URL": settings.database_url,
+        "FLATTRFED_ALLOWED_PRIVATE_ADDRESSES": "127.0.0.0/8",
+        "FLATTRFED_INSTANCE_NAME": "alpha",
+        "FLATTRFED_FEE_BP": "100",
+    }
+
+    def program(argv: list[str]) -> str:
+        return (
+            "import sys\n"
+            "from tests.harness import network_guard\n"
+            "network_guard.install()\n"
+            "from flattrfed.cli import main\n"
+            f"sys.exit(main({argv!r}))\n"
+        )
+
+    ports = [free_port(), free_port()]
+    commands = [(["serve", "--host", "127.0.0.1", "--port", str(port)], "1") for port in ports] + [
+        (["worker", "--poll-interval", "0.2"], "0")
+    ] * 2
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            program(argv),
+            cwd=ROOT,
+            env={**environ, "FLATTRFED_WORKER_IN_PROCESS": in_process},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(tmp_path / f"process-{index}.log").open("wb"),
+        )
+        for index, (argv, in_process) in enumerate(commands)
+    ]
+    done = asyncio.Event()
+    owners = asyncio.create_task(lease_owners(alpha.services.database, done))
+    try:
+        async with aiohttp.ClientSession() as client:
+            for port, process in zip(ports, processes, strict=False):
+                await wait_until_healthy(client, f"http://127.0.0.1:{port}/health", process)
+        blog_uri = alpha.actor_uri("blog", "thing")
+        senders = [fans.add_actor(f"fan{n}") for n in range(4)]
+        likes = [
+            {
+                "@context": AS_CONTEXT,
+                "id": f"{senders[n % 4].uri}#likes/{n}",
+                "type": "Like",
+                "actor": senders[n % 4].uri,
+                "object": blog_uri,
+            }
+            for n in range(INBOUND_LIKES)
+        ]
+
+        async def deliver(sender: FakeActor, like: dict[str, Any], port: int) -> int:
+            """POST signed for alpha's public inbox URL to one server, as a proxy in front
+            of both would pass it on (with the public Host)."""
+            body = json.dumps(like).encode()
+            headers = signatures.sign_request(
+                private_key=sender.private_key,
+                key_id=sender.key_id,
+                method="POST",
+                url=alpha.url("/inbox"),
+                headers={"Content-Type": "application/activity+json"},
+                body=body,
+                now=datetime.now(UTC),
+            )
+            async with client.post(
+                f"http://127.0.0.1:{port}/inbox", data=body, headers=headers
+            ) as response:
+                return response.status
+
+        async with aiohttp.ClientSession() as client:
+            # Each server fetches each fan's key once (a burst of first contacts from one host
+            # is answered 401 key_unavailable beyond the per-host fetch budget, by design).
+            statuses = [
+                await deliver(senders[n], likes[n], port) for n in range(4) for port in ports
+            ]
+            # Then each Like arrives at both servers at once, as a retried delivery can.
+            statuses += await asyncio.gather(
+                *(
+                    deliver(senders[n % 4], like, port)
+                    for n, like in enumerate(likes[4:], start=4)
+                    for port in ports
+                )
+            )
+        assert set(statuses) == {202}, Counter(statuses)
+        deadline = time.monotonic() + 240
+        while left := await unsettled(alpha.services.database, INBOUND_LIKES, fans.base_url):
+            assert all(process.returncode is None for process in processes)
+            assert time.monotonic() < deadline, f"the processes did not finish: {left}"
+            await asyncio.sleep(0.1)
+    finally:
+        done.set()
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    for index, process in enumerate(processes):
+        log = (tmp_path / f"process-{index}.log").read_text(errors="replace")
+        assert process.returncode == 0, log[-3000:]
+    pids = {owner.split(":")[1] for owner in await owners}
+    assert len(pids & {str(process.pid) for process in processes}) >= 2, await owners
+
+    await check_ran_once(queue)
+    async with alpha.services.database.sessions() as session:
+        stored = (
+            await session.scalars(
+                select(InboundActivity.activity_uri).where(
+                    InboundActivity.type == "Like",
+                    InboundActivity.activity_uri.startswith(fans.base_url + "/"),
+                )
+            )
+        ).all()
+        recorded = (
+            await session.scalars(
+                select(ReceivedLike.like_uri).where(
+                    ReceivedLike.like_uri.startswith(fans.base_url + "/")
+                )
+            )
+        ).all()
+    assert sorted(stored) == sorted(set(stored)) == sorted(like["id"] for like in likes)
+    assert sorted(recorded) == sorted(like["id"] for like in likes)
