@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +19,8 @@ from flattrfed.activitypub import signatures
 from flattrfed.activitypub.actors import signing_key
 from flattrfed.activitypub.client import AddressRefusedError, FederationClient, FetchError, Signer
 from flattrfed.activitypub.hosts import (
-    is_blocked,
+    block_list,
+    host_states,
     is_unavailable,
     record_failure,
     record_success,
@@ -28,7 +31,7 @@ from flattrfed.clock import Clock
 from flattrfed.db.models import Follow, LocalActor, RemoteActor
 from flattrfed.db.session import Database
 from flattrfed.worker import PermanentFailure, RetryLater, enqueue
-from flattrfed.worker.loop import Job
+from flattrfed.worker.loop import Batch, Job
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ MAX_ATTEMPTS = 17
 # 4xx answers mean retrying cannot help, except these (RFC 9110 and Mastodon's practice).
 RETRYABLE_4XX = frozenset({401, 408, 429})
 DEDUPE_KEY_CHARS = 512  # work_items.dedupe_key's width
+# A batch's deliveries run concurrently: at most this many at once, and at most PER_HOST to any
+# one host (the client pools as many connections per host; more would wait for one of them and
+# that wait counts against the connect timeout).
+CONCURRENCY = 32
+PER_HOST = 8
 
 
 @functools.lru_cache(maxsize=4096)
@@ -107,6 +115,15 @@ async def deliver_to_followers(
     )
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """How one POST went: `error` to raise for the job (None: delivered), and `host_failure`,
+    the reason to count against the host's health (None: nothing to count)."""
+
+    error: Exception | None
+    host_failure: str | None = None
+
+
 class Deliverer:
     """Runs delivery rows: signs as the activity's actor, POSTs, and classifies the answer."""
 
@@ -118,57 +135,157 @@ class Deliverer:
         urls: LocalUrls,
         *,
         allow_http: bool,
+        concurrency: int = CONCURRENCY,
+        per_host: int = PER_HOST,
     ) -> None:
         self.database = database
         self.client = client
         self.clock = clock
         self.urls = urls
         self.allow_http = allow_http
+        self.concurrency = concurrency
+        self.per_host = per_host
 
-    async def handle(self, job: Job) -> None:
+    def _where(self, job: Job) -> tuple[str, str, str]:
+        """(inbox, host, domain) of a delivery row, or PermanentFailure for a bad inbox URL."""
         inbox = str(job.payload["inbox"])
         try:
-            host = host_of(inbox, allow_http=self.allow_http)
-            domain = domain_of(inbox, allow_http=self.allow_http)
+            return (
+                inbox,
+                host_of(inbox, allow_http=self.allow_http),
+                domain_of(inbox, allow_http=self.allow_http),
+            )
         except BadUri as error:
             raise PermanentFailure(f"bad inbox URL: {error}") from None
+
+    async def handle(self, job: Job) -> None:
+        """One delivery on its own (the batch path is handle_batch)."""
+        inbox, host, domain = self._where(job)
+        if await block_list(self.database.engine).is_blocked(domain):
+            raise PermanentFailure(f"{domain} is blocked")
         async with self.database.sessions() as session:
-            if await is_blocked(session, domain):
-                raise PermanentFailure(f"{domain} is blocked")
             if await is_unavailable(session, host):
                 raise PermanentFailure(f"{host} is marked unavailable; not delivering")
             actor = await session.get(LocalActor, int(job.payload["actor_id"]))
             if actor is None:
                 raise PermanentFailure("the sending actor no longer exists")
             key = await signing_key(session, self.urls, actor)
-        signer = Signer(key.key_id, _private_key(key.private_key_pem))
+        sent = await self._send(
+            job, inbox, host, Signer(key.key_id, _private_key(key.private_key_pem))
+        )
+        if sent.host_failure is not None:
+            await self._failed(host, sent.host_failure)
+        elif sent.error is None:
+            async with self.database.transaction() as session:
+                await record_success(session, host, self.clock.now())
+        if sent.error is not None:
+            raise sent.error
+
+    async def handle_batch(self, batch: Batch) -> None:
+        """A claimed batch of deliveries, sent concurrently over the client's pooled keep-alive
+        connections (at most `concurrency` at once, `per_host` to one host), so a hung peer
+        holds up only its own deliveries. The checks run with one query for the whole batch,
+        and each host's health is updated once."""
+        ready: list[tuple[Job, str, str]] = []
+        blocks = block_list(self.database.engine)
+        for job in batch.jobs:
+            try:
+                inbox, host, domain = self._where(job)
+            except PermanentFailure as error:
+                batch.failed(job, error)
+                continue
+            if await blocks.is_blocked(domain):
+                batch.failed(job, PermanentFailure(f"{domain} is blocked"))
+            else:
+                ready.append((job, inbox, host))
+        if not ready:
+            return
+        states, signers = await self._prepare(ready)
+        succeeded: set[str] = set()
+        failures: dict[str, str] = {}
+        every = asyncio.Semaphore(self.concurrency)
+        per_host = {host: asyncio.Semaphore(self.per_host) for _job, _inbox, host in ready}
+
+        async def deliver(job: Job, inbox: str, host: str) -> None:
+            if states.get(host, (0, False))[1]:
+                batch.failed(job, PermanentFailure(f"{host} is marked unavailable; not delivering"))
+                return
+            signer = signers.get(int(job.payload["actor_id"]))
+            if isinstance(signer, Exception) or signer is None:
+                batch.failed(job, signer or PermanentFailure("the sending actor no longer exists"))
+                return
+            async with every, per_host[host]:
+                # Waiting for a slot may outlast the batch's leases: then another worker may
+                # own this row, and sending it too would deliver it twice.
+                if not batch.may_start(job):
+                    return
+                try:
+                    sent = await self._send(job, inbox, host, signer)
+                except Exception as error:
+                    batch.failed(job, error)
+                    return
+            if sent.host_failure is not None:
+                failures[host] = sent.host_failure
+            elif sent.error is None:
+                succeeded.add(host)
+            if sent.error is None:
+                batch.succeeded(job)
+            else:
+                batch.failed(job, sent.error)
+
+        await asyncio.gather(*(deliver(job, inbox, host) for job, inbox, host in ready))
+        # Health rows exist only for hosts that failed before: a success elsewhere writes nothing.
+        recovered = {host for host in succeeded if states.get(host, (0, False))[0] > 0}
+        if recovered or failures:
+            now = self.clock.now()
+            async with self.database.transaction() as session:
+                for host in sorted(recovered):
+                    await record_success(session, host, now)
+                for host, reason in sorted(failures.items()):
+                    await record_failure(session, host, now, reason)
+
+    async def _prepare(
+        self, ready: list[tuple[Job, str, str]]
+    ) -> tuple[dict[str, tuple[int, bool]], dict[int, Signer | Exception | None]]:
+        """The hosts' health, and a signer per sending actor (None: the actor is gone; an
+        exception: its key could not be loaded), read in one session."""
+        actor_ids = sorted({int(job.payload["actor_id"]) for job, _inbox, _host in ready})
+        signers: dict[int, Signer | Exception | None] = dict.fromkeys(actor_ids)
+        async with self.database.sessions() as session:
+            states = await host_states(session, {host for _job, _inbox, host in ready})
+            actors = await session.scalars(select(LocalActor).where(LocalActor.id.in_(actor_ids)))
+            for actor in actors.all():
+                try:
+                    key = await signing_key(session, self.urls, actor)
+                    signers[actor.id] = Signer(key.key_id, _private_key(key.private_key_pem))
+                except Exception as error:  # no current key: that job retries, as before
+                    signers[actor.id] = error
+        return states, signers
+
+    async def _send(self, job: Job, inbox: str, host: str, signer: Signer) -> _Sent:
         body = json.dumps(job.payload["activity"], ensure_ascii=False).encode()
         try:
             result = await self.client.post(inbox, body, signer=signer)
         except AddressRefusedError as error:
-            raise PermanentFailure(f"refused address: {error.reason}") from None
+            return _Sent(PermanentFailure(f"refused address: {error.reason}"))
         except FetchError as error:
-            await self._failed(host, f"{error.reason}")
             if error.permanent:
-                raise PermanentFailure(error.reason) from None
-            raise RetryLater(error.reason, after=retry_delay(job.attempts)) from None
+                return _Sent(PermanentFailure(error.reason), error.reason)
+            return _Sent(RetryLater(error.reason, after=retry_delay(job.attempts)), error.reason)
         status = result.status
         if 200 <= status < 300:
-            async with self.database.transaction() as session:
-                await record_success(session, host, self.clock.now())
-            return
+            return _Sent(None)
         reason = f"HTTP {status} from {host}"
-        await self._failed(host, reason)
         if (
             (400 <= status < 500 and status not in RETRYABLE_4XX)
             or status == 501
             or (300 <= status < 400)
         ):
-            raise PermanentFailure(reason)
+            return _Sent(PermanentFailure(reason), reason)
         delay = retry_delay(job.attempts)
         if result.retry_after is not None:
             delay = max(delay, result.retry_after)
-        raise RetryLater(reason, after=delay)
+        return _Sent(RetryLater(reason, after=delay), reason)
 
     async def _failed(self, host: str, error: str) -> None:
         async with self.database.transaction() as session:

@@ -12,21 +12,26 @@ from sqlalchemy import select
 from flattrfed.activitypub import signatures
 from flattrfed.activitypub.actors import is_visible
 from flattrfed.activitypub.documents import has_activitystreams_context
-from flattrfed.activitypub.hosts import is_blocked, mark_alive
+from flattrfed.activitypub.hosts import block_list
+from flattrfed.activitypub.inbox_writer import (
+    INBOUND_KIND,
+    INBOX_WRITER,
+    Arrival,
+    NotStored,
+    WriterClosed,
+)
 from flattrfed.activitypub.jsonlimits import JsonLimitError, parse_json_limited
 from flattrfed.activitypub.keys import KeyUnavailable
 from flattrfed.activitypub.origins import BadUri, domain_of, host_of, origin_of
 from flattrfed.activitypub.reading import activity_type, id_of
 from flattrfed.context import SERVICES, Services
-from flattrfed.db.models import InboundActivity, LocalActor
-from flattrfed.db.statements import insert_ignoring_duplicates, table_of
-from flattrfed.worker import enqueue
+from flattrfed.db.models import LocalActor
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_BODY_BYTES = 1_048_576
-INBOUND_KIND = "inbound"
+__all__ = ["INBOUND_KIND", "MAX_BODY_BYTES", "Envelope", "Refused", "receive", "routes"]
 
 
 class Refused(Exception):
@@ -135,12 +140,26 @@ async def receive(request: web.Request) -> web.Response:
         env = envelope(activity, settings.allow_http)
         if services.urls.owns(env.actor_uri):
             raise Refused(400, "claims_local_actor")
-        async with services.database.sessions() as session:
-            if await is_blocked(session, domain_of(env.actor_uri, allow_http=settings.allow_http)):
-                # Accepted and dropped: a blocked server learns nothing from the answer.
-                return web.Response(status=202)
+        domain = domain_of(env.actor_uri, allow_http=settings.allow_http)
+        if await block_list(services.database.engine).is_blocked(domain):
+            # Accepted and dropped: a blocked server learns nothing from the answer.
+            return web.Response(status=202)
         await verify_request(services, request, body, env.actor_uri, env.type)
-        await store(services, env, activity)
+        arrival = Arrival(
+            env.activity_id,
+            env.actor_uri,
+            env.type,
+            activity,
+            host_of(env.actor_uri, allow_http=settings.allow_http),
+        )
+        try:
+            # Group commit: answered once the batch holding this activity has committed.
+            await request.app[INBOX_WRITER].store(arrival)
+        except WriterClosed:
+            raise Refused(503, "shutting_down") from None
+        except NotStored:
+            # Never 202 what is not durable: the sender retries later.
+            raise Refused(500, "not_stored") from None
     except Refused as refusal:
         if refusal.status == 202:
             return web.Response(status=202)
@@ -154,38 +173,6 @@ async def receive(request: web.Request) -> web.Response:
         return response
     services.worker.wake()
     return web.Response(status=202)
-
-
-async def store(services: Services, env: Envelope, activity: dict[str, Any]) -> None:
-    """Store the activity once by id and queue it, in one transaction (a replay is a no-op)."""
-    now = services.clock.now()
-    async with services.database.transaction() as session:
-        statement = insert_ignoring_duplicates(
-            services.database.dialect,
-            InboundActivity,
-            activity_uri=env.activity_id,
-            actor_uri=env.actor_uri,
-            type=env.type,
-            payload=activity,
-            received_at=now,
-        )
-        result = await session.execute(statement.returning(table_of(InboundActivity).c.id))
-        row_id = result.scalar_one_or_none()
-        if row_id is None:
-            return
-        await enqueue(
-            session,
-            kind=INBOUND_KIND,
-            payload={"inbound_id": row_id},
-            now=now,
-            dedupe_key=f"inbound:{row_id}",
-            # Settlement messages whose issuer is unreachable retry hourly: 80 attempts cover
-            # about three days, the same window our own deliveries retry for.
-            max_attempts=80,
-        )
-        await mark_alive(
-            session, host_of(env.actor_uri, allow_http=services.settings.allow_http), now
-        )
 
 
 async def _require_actor(request: web.Request, kind: str) -> None:

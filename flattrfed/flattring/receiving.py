@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import actor_by_uri, is_visible
@@ -16,8 +18,19 @@ from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.clock import Clock
 from flattrfed.db.models import IdentityClaim, LocalActor, Post, ReceivedLike
 from flattrfed.db.session import Database
-from flattrfed.db.statements import insert_ignoring_duplicates
+from flattrfed.db.statements import insert_ignoring_duplicates, table_of
 from flattrfed.periods import Period
+
+received_likes = table_of(ReceivedLike)
+# What a Like's object resolved to within one batch: (target id, post id), or why it is ignored.
+Resolved = tuple[int, int | None] | str
+
+
+@functools.lru_cache(maxsize=4096)
+def _sender_host(actor_uri: str) -> str:
+    # Parsing an origin walks the URI character by character, and a batch holds many Likes of
+    # few senders: parse each sender once.
+    return host_of(actor_uri, allow_http=True)
 
 
 def flattr_instrument(like: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -45,8 +58,8 @@ class LikeReceiver:
         self.urls = urls
 
     def register(self, dispatcher: Dispatcher) -> None:
-        dispatcher.register("Like", self.on_like)
-        dispatcher.register("Undo:Like", self.on_undo_like)
+        dispatcher.register("Like", self.on_like, bulk=self.on_likes)
+        dispatcher.register("Undo:Like", self.on_undo_like, bulk=self.on_undo_likes)
 
     async def _target(
         self, session: AsyncSession, object_uri: str, *, is_flattr: bool
@@ -84,34 +97,56 @@ class LikeReceiver:
         )
         return found is not None
 
+    async def _values(
+        self,
+        session: AsyncSession,
+        like: dict[str, Any],
+        actor_uri: str,
+        undone_at: datetime | None,
+        resolved: dict[tuple[str, bool], Resolved],
+    ) -> dict[str, Any]:
+        """The received_likes row of a Like (Ignored if it is not for us); `resolved` caches
+        target lookups, which many Likes of one thing share."""
+        like_uri = like.get("id")
+        object_uri = id_of(like.get("object"))
+        if not isinstance(like_uri, str) or object_uri is None:
+            raise Ignored("Like without id or object")
+        period, clearing = flattr_instrument(like)
+        key = (object_uri, period is not None)
+        found = resolved.get(key)
+        if found is None:
+            try:
+                target, post = await self._target(session, object_uri, is_flattr=key[1])
+                found = (target.id, post.id if post is not None else None)
+            except Ignored as why:
+                found = str(why)
+            resolved[key] = found
+        if isinstance(found, str):
+            raise Ignored(found)
+        return {
+            "like_uri": like_uri,
+            "actor_uri": actor_uri,
+            "target_id": found[0],
+            "post_id": found[1],
+            "object_uri": object_uri,
+            "flattr_period": period,
+            "clearing_actor": clearing,
+            "sender_host": _sender_host(actor_uri),
+            "received_at": self.clock.now(),
+            "undone_at": undone_at,
+        }
+
     async def _record(
         self,
         session: AsyncSession,
         like: dict[str, Any],
         actor_uri: str,
         undone_at: datetime | None,
+        resolved: dict[tuple[str, bool], Resolved] | None = None,
     ) -> bool:
-        like_uri = like.get("id")
-        object_uri = id_of(like.get("object"))
-        if not isinstance(like_uri, str) or object_uri is None:
-            raise Ignored("Like without id or object")
-        period, clearing = flattr_instrument(like)
-        target, post = await self._target(session, object_uri, is_flattr=period is not None)
+        values = await self._values(session, like, actor_uri, undone_at, resolved or {})
         result = await session.execute(
-            insert_ignoring_duplicates(
-                session.get_bind().dialect.name,
-                ReceivedLike,
-                like_uri=like_uri,
-                actor_uri=actor_uri,
-                target_id=target.id,
-                post_id=post.id if post is not None else None,
-                object_uri=object_uri,
-                flattr_period=period,
-                clearing_actor=clearing,
-                sender_host=host_of(actor_uri, allow_http=True),
-                received_at=self.clock.now(),
-                undone_at=undone_at,
-            )
+            insert_ignoring_duplicates(session.get_bind().dialect.name, ReceivedLike, **values)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -120,7 +155,55 @@ class LikeReceiver:
             recorded = await self._record(session, inbound.activity, inbound.actor_uri, None)
         return "like recorded" if recorded else "ignored: like already recorded"
 
+    async def on_likes(self, session: AsyncSession, inbounds: list[Inbound]) -> list[str | Ignored]:
+        """Many Likes in the worker's transaction: targets looked up once per object, and the
+        new ones inserted in one statement (a Like id already recorded is left alone)."""
+        resolved: dict[tuple[str, bool], Resolved] = {}
+        rows: list[dict[str, Any]] = []
+        results: list[str | Ignored] = []
+        for inbound in inbounds:
+            try:
+                rows.append(
+                    await self._values(session, inbound.activity, inbound.actor_uri, None, resolved)
+                )
+                results.append("")  # filled in below, once the insert says which were new
+            except Ignored as why:
+                results.append(why)
+        recorded: set[str] = set()
+        if rows:
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            statement = (
+                dialect.insert(received_likes)
+                .on_conflict_do_nothing()
+                .returning(received_likes.c.like_uri)
+            )
+            recorded = set((await session.execute(statement, rows)).scalars().all())
+        new_rows = iter(rows)
+        for index, result in enumerate(results):
+            if not isinstance(result, Ignored):
+                new = next(new_rows)["like_uri"] in recorded
+                results[index] = "like recorded" if new else "ignored: like already recorded"
+        return results
+
     async def on_undo_like(self, inbound: Inbound) -> str:
+        like = self._undone_like(inbound)
+        return await self._undo(like, inbound.actor_uri)
+
+    async def on_undo_likes(
+        self, session: AsyncSession, inbounds: list[Inbound]
+    ) -> list[str | Ignored]:
+        """Undos of Likes in the worker's transaction, one after the other."""
+        results: list[str | Ignored] = []
+        for inbound in inbounds:
+            try:
+                like = self._undone_like(inbound)
+                results.append(await self._undo_in(session, like, inbound.actor_uri))
+            except Ignored as why:
+                results.append(why)
+        return results
+
+    def _undone_like(self, inbound: Inbound) -> dict[str, Any]:
+        """The Like an Undo embeds, if the Undo's sender may undo it (else Ignored)."""
         like = inbound.object
         assert isinstance(like, dict)
         # Nobody can undo someone else's flattr (research/ap-interop.md §2.5).
@@ -137,7 +220,7 @@ class LikeReceiver:
             like_id, inbound.actor_uri, allow_http=True
         ):
             raise Ignored("Undo of a Like whose id is not on the actor's origin")
-        return await self._undo(like, inbound.actor_uri)
+        return like
 
     async def on_undo_reference(self, inbound: Inbound) -> str:
         reference = inbound.object_id
@@ -145,21 +228,27 @@ class LikeReceiver:
         return await self._undo({"id": reference}, inbound.actor_uri, embedded=False)
 
     async def _undo(self, like: dict[str, Any], actor_uri: str, *, embedded: bool = True) -> str:
-        now = self.clock.now()
         async with self.database.transaction() as session:
-            result = await session.execute(
-                update(ReceivedLike)
-                .where(
-                    ReceivedLike.like_uri == like["id"],
-                    ReceivedLike.actor_uri == actor_uri,
-                    ReceivedLike.undone_at.is_(None),
-                )
-                .values(undone_at=now)
+            return await self._undo_in(session, like, actor_uri, embedded=embedded)
+
+    async def _undo_in(
+        self, session: AsyncSession, like: dict[str, Any], actor_uri: str, *, embedded: bool = True
+    ) -> str:
+        """Undo inside the caller's transaction; writes nothing when it raises Ignored."""
+        now = self.clock.now()
+        result = await session.execute(
+            update(ReceivedLike)
+            .where(
+                ReceivedLike.like_uri == like["id"],
+                ReceivedLike.actor_uri == actor_uri,
+                ReceivedLike.undone_at.is_(None),
             )
-            if result.rowcount:  # type: ignore[attr-defined]
-                return "like undone"
-            # The Undo overtook its Like: record it as already undone, so the Like that
-            # arrives later changes nothing.
-            if embedded and await self._record(session, like, actor_uri, now):
-                return "like recorded as undone (Undo arrived first)"
+            .values(undone_at=now)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return "like undone"
+        # The Undo overtook its Like: record it as already undone, so the Like that arrives
+        # later changes nothing.
+        if embedded and await self._record(session, like, actor_uri, now):
+            return "like recorded as undone (Undo arrived first)"
         raise Ignored("Undo of a Like we do not have")

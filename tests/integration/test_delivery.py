@@ -745,6 +745,87 @@ async def test_a_worker_does_not_start_jobs_whose_lease_ran_out_while_it_was_bus
     assert [(row.state, row.lease_owner) for row in rows] == [(WorkState.DONE, None)] * 2
 
 
+async def test_a_hung_peer_does_not_hold_up_the_other_deliveries_of_its_batch(
+    federation: Federation, make_sink: SinkFactory
+) -> None:
+    # The instance's worker sends a batch's deliveries concurrently: while one peer hangs, the
+    # others are delivered and their rows finished.
+    alpha, _blog_uri = await start_blog(federation)
+    hung = await make_sink("hung")
+    await follow_blog(alpha, hung, hung.add_actor("ann"))
+    others = [await make_sink(f"quick{index}") for index in range(3)]
+    for index, other in enumerate(others):
+        await follow_blog(alpha, other, other.add_actor(f"fan{index}"))
+    hung.answer(STALL)
+    item = await post(alpha, "Not waiting for anyone")
+    before = [len(other.received) for other in others]
+    delivering = asyncio.create_task(alpha.run_worker())
+    try:
+        for other, count in zip(others, before, strict=True):
+            await other.wait_for_requests(count + 1)
+        for _ in range(3000):  # the finished rows are written while the hung one still waits
+            states = sorted(row.state for row in await delivery_rows(alpha))
+            if states.count(WorkState.PENDING) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert not delivering.done()
+        assert [len(other.deliveries("Create")) for other in others] == [1, 1, 1]
+        pending = [row for row in await delivery_rows(alpha) if row.state == "pending"]
+        assert [row.payload["inbox"] for row in pending] == [hung.shared_inbox]
+    finally:
+        hung.release()
+        await delivering
+    rows = [row for row in await delivery_rows(alpha) if activity_of(row) == create_id(item)]
+    assert [row.state for row in rows] == [WorkState.DONE] * 4
+
+
+async def test_deliveries_still_waiting_for_their_host_when_the_leases_lapse_are_handed_back(
+    federation: Federation, make_sink: SinkFactory
+) -> None:
+    # One connection per host: the second post to the hung peer waits for the first. When
+    # the batch's leases run out meanwhile, another worker may own it: it is handed back unrun.
+    alpha, _blog_uri = await start_blog(federation)
+    sink = await make_sink()
+    await follow_blog(alpha, sink, sink.add_actor("ann"))
+    services = alpha.services
+    deliverer = Deliverer(
+        services.database,
+        services.client,
+        services.clock,
+        services.urls,
+        allow_http=True,
+        per_host=1,
+    )
+    slow = Worker(
+        services.database,
+        services.clock,
+        {DELIVER_KIND: deliverer.handle},
+        batch_handlers={DELIVER_KIND: deliverer.handle_batch},
+        worker_id="slow",
+    )
+    sink.answer(STALL)
+    first = await post(alpha, "First")
+    second = await post(alpha, "Second")
+    busy = asyncio.create_task(slow.run_once())
+    try:
+        await sink.wait_for_requests(len(sink.received) + 1)
+        federation.clock.advance(slow.lease + MINUTE)
+        sink.release()
+        assert await busy == 1
+    finally:
+        sink.release()
+        await busy
+    assert [d.activity["id"] for d in sink.deliveries("Create")] == [create_id(first)]
+    done, back = await row_for(alpha, create_id(first)), await row_for(alpha, create_id(second))
+    assert (done.state, done.attempts) == (WorkState.DONE, 1)
+    assert (back.state, back.attempts, back.lease_owner) == (WorkState.PENDING, 0, None)
+    await alpha.run_worker()
+    assert [d.activity["id"] for d in sink.deliveries("Create")] == [
+        create_id(first),
+        create_id(second),
+    ]
+
+
 # --- key rotation ------------------------------------------------------------------------------
 
 

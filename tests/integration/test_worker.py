@@ -1,18 +1,25 @@
-"""The worker claims due rows exactly once, retries with backoff, and takes over lapsed leases."""
+"""The worker claims due rows exactly once, retries with backoff, and takes over lapsed leases;
+batch handlers get a kind's jobs together, and the inbound batch records Likes together."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from flattrfed.activitypub.documents import AS_CONTEXT
+from flattrfed.activitypub.inbox_writer import INBOX_WRITER, Arrival
 from flattrfed.clock import ManualClock
-from flattrfed.db.models import WorkItem, WorkState
+from flattrfed.db.models import InboundActivity, ReceivedLike, WorkItem, WorkState
 from flattrfed.db.session import Database
 from flattrfed.worker import PermanentFailure, RetryLater, Worker, enqueue
-from flattrfed.worker.loop import Job
+from flattrfed.worker.loop import Batch, Job
+from tests.harness.instances import Federation, Instance
+from tests.integration.test_inbox_batching import refuse_poisoned_activities
 
 
 async def add_work(
@@ -190,3 +197,188 @@ async def test_run_forever_stops_when_told(
     stop.set()
     await asyncio.wait_for(task, timeout=10)
     assert len(seen) == 2
+
+
+# --- batch handlers ----------------------------------------------------------------------------
+
+
+async def test_a_batch_handler_gets_its_kinds_jobs_together_and_each_outcome_is_recorded(
+    database: Database, clock: ManualClock
+) -> None:
+    seen: list[list[int]] = []
+
+    async def one_by_one(job: Job) -> None:
+        raise AssertionError("the batch handler runs these")
+
+    async def together(batch: Batch) -> None:
+        seen.append([job.payload["n"] for job in batch.jobs])
+        for job in batch.jobs:
+            if job.payload["n"] == 1:
+                batch.failed(job, PermanentFailure("bad one"))
+            elif job.payload["n"] == 2:
+                batch.failed(job, RetryLater("later", after=timedelta(hours=3)))
+            else:
+                batch.succeeded(job)
+
+    worker = Worker(database, clock, {"test": one_by_one}, batch_handlers={"test": together})
+    await add_work(database, clock, 4)
+    assert await worker.run_once() == 4
+    assert seen == [[0, 1, 2, 3]]
+    states = [(row.state, row.last_error, row.lease_owner) for row in await rows(database)]
+    assert states == [
+        (WorkState.DONE, None, None),
+        (WorkState.FAILED, "bad one", None),
+        (WorkState.PENDING, "RetryLater: later", None),
+        (WorkState.DONE, None, None),
+    ]
+    assert (await rows(database))[2].run_after == clock.now() + timedelta(hours=3)
+
+
+async def test_a_batch_handler_that_raises_fails_only_the_jobs_it_had_not_reported(
+    database: Database, clock: ManualClock
+) -> None:
+    async def together(batch: Batch) -> None:
+        batch.succeeded(batch.jobs[0])
+        raise ConnectionError("lost the database")
+
+    worker = Worker(
+        database, clock, {"test": lambda job: asyncio.sleep(0)}, batch_handlers={"test": together}
+    )
+    await add_work(database, clock, 3)
+    await worker.run_once()
+    first, *rest = await rows(database)
+    assert first.state == WorkState.DONE
+    assert [(row.state, row.last_error) for row in rest] == [
+        (WorkState.PENDING, "ConnectionError: lost the database")
+    ] * 2
+
+
+async def test_batch_jobs_not_started_before_the_leases_lapse_are_handed_back_unrun(
+    database: Database, clock: ManualClock
+) -> None:
+    started: list[int] = []
+
+    async def together(batch: Batch) -> None:
+        for job in batch.jobs:
+            if batch.may_start(job):
+                started.append(job.payload["n"])
+                clock.advance(timedelta(minutes=6))  # a job that outlives every lease
+                batch.succeeded(job)
+
+    worker = Worker(
+        database, clock, {"test": lambda job: asyncio.sleep(0)}, batch_handlers={"test": together}
+    )
+    await add_work(database, clock, 3)
+    assert await worker.run_once() == 1
+    assert started == [0]
+    done, *back = await rows(database)
+    assert (done.state, done.attempts) == (WorkState.DONE, 1)
+    assert [(row.state, row.attempts, row.lease_owner) for row in back] == [
+        (WorkState.PENDING, 0, None)
+    ] * 2
+
+
+# --- the inbound batch: Likes in one transaction ---------------------------------------------
+
+
+async def store_likes(instance: Instance, likes: list[dict[str, Any]]) -> None:
+    """Likes stored as the inbox stores them (through its writer)."""
+    writer = instance.app[INBOX_WRITER]
+    await asyncio.gather(
+        *(
+            writer.store(Arrival(item["id"], item["actor"], item["type"], item, "fans.test"))
+            for item in likes
+        )
+    )
+
+
+def fan_like(serial: int, object_uri: str, fan: str = "ann") -> dict[str, Any]:
+    actor = f"http://fans.test/users/{fan}"
+    return {
+        "@context": AS_CONTEXT,
+        "id": f"{actor}#likes/{serial}",
+        "type": "Like",
+        "actor": actor,
+        "object": object_uri,
+    }
+
+
+async def outcomes(instance: Instance) -> list[str | None]:
+    async with instance.services.database.sessions() as session:
+        query = select(InboundActivity.outcome).order_by(InboundActivity.id)
+        return list((await session.scalars(query)).all())
+
+
+async def recorded(instance: Instance) -> dict[str, datetime | None]:
+    async with instance.services.database.sessions() as session:
+        found = await session.execute(select(ReceivedLike.like_uri, ReceivedLike.undone_at))
+        return {uri: undone for uri, undone in found.all()}
+
+
+async def test_likes_of_one_batch_are_recorded_once_each_in_one_transaction(
+    federation: Federation, caplog: pytest.LogCaptureFixture
+) -> None:
+    alpha = await federation.start("alpha")
+    await alpha.create_thing(await alpha.create_member("alice"), "blog", "Blog")
+    blog_uri = alpha.actor_uri("blog", "thing")
+    likes = [fan_like(n, blog_uri) for n in range(40)]
+    likes.append(fan_like(99, "http://elsewhere.test/notes/1"))
+    await store_likes(alpha, likes)
+
+    with caplog.at_level(logging.INFO, logger="flattrfed.activitypub.dispatch"):
+        await alpha.run_worker()
+    together = [r for r in caplog.records if r.message == "inbound activities processed together"]
+    assert [record.count for record in together] == [41]  # type: ignore[attr-defined]
+    assert await outcomes(alpha) == ["like recorded"] * 40 + [
+        "ignored: Like of an object on another server"
+    ]
+    assert sorted(await recorded(alpha)) == sorted(item["id"] for item in likes[:40])
+    async with alpha.services.database.sessions() as session:
+        query = select(WorkItem.state).where(WorkItem.kind == "inbound")
+        states = (await session.scalars(query)).all()
+    assert set(states) == {WorkState.DONE}
+
+
+async def test_a_like_and_its_undo_in_one_batch_leave_it_undone(federation: Federation) -> None:
+    alpha = await federation.start("alpha")
+    await alpha.create_thing(await alpha.create_member("alice"), "blog", "Blog")
+    blog_uri = alpha.actor_uri("blog", "thing")
+    liked = fan_like(1, blog_uri)
+    undo = {
+        "@context": AS_CONTEXT,
+        "id": f"{liked['actor']}#undos/1",
+        "type": "Undo",
+        "actor": liked["actor"],
+        "object": liked,
+    }
+    await store_likes(alpha, [liked])
+    await store_likes(alpha, [undo])
+
+    await alpha.run_worker()
+    assert await outcomes(alpha) == ["like recorded", "like undone"]
+    assert (await recorded(alpha))[liked["id"]] == federation.clock.now()
+
+
+async def test_a_like_that_breaks_the_batch_transaction_fails_alone(
+    federation: Federation,
+) -> None:
+    alpha = await federation.start("alpha")
+    await alpha.create_thing(await alpha.create_member("alice"), "blog", "Blog")
+    blog_uri = alpha.actor_uri("blog", "thing")
+    await refuse_poisoned_activities(alpha, "received_likes", "like_uri")
+    likes = [fan_like(n, blog_uri) for n in range(3)] + [fan_like(1, blog_uri, fan="poison")]
+    likes += [fan_like(n, blog_uri) for n in range(3, 6)]
+    await store_likes(alpha, likes)
+
+    await alpha.run_worker()
+    assert sorted(await recorded(alpha)) == sorted(
+        item["id"] for item in likes if "poison" not in item["id"]
+    )
+    async with alpha.services.database.sessions() as session:
+        query = select(WorkItem).where(WorkItem.kind == "inbound").order_by(WorkItem.id)
+        work = (await session.scalars(query)).all()
+    assert [row.state for row in work] == [WorkState.DONE] * 3 + [WorkState.PENDING] + [
+        WorkState.DONE
+    ] * 3
+    assert "poisoned" in (work[3].last_error or "")
+    assert (await outcomes(alpha))[3] is None  # not processed: it is retried later
