@@ -142,6 +142,7 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
 
     from flattrfed.cli import CommandError, print_json
     from flattrfed.db.models import Settlement, SettlementEvent, Statement
+    from flattrfed.settlement.exchange import stored_lines
 
     async def work(services: Any) -> Any:
         exchange = services.exchange
@@ -168,7 +169,10 @@ def cmd_settlement(settings: Settings, args: argparse.Namespace) -> int:
                     )
                 ).all()
                 return [
-                    row.document | {"_state": row.state, "_direction": row.direction}
+                    row.document
+                    | {"_state": row.state, "_direction": row.direction}
+                    # All pages of a long statement, not only the first one the document holds.
+                    | ({"lines": lines} if (lines := await stored_lines(session, row.id)) else {})
                     for row in statements
                 ]
             row = await session.get(Settlement, args.id)

@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from flattrfed.db.models import DepositRequest, Flattr, Member
+from flattrfed.db.models import DepositRequest, Flattr, LedgerAccount, Member
+from flattrfed.db.statements import table_of
 from flattrfed.flattring.flattrs import PAYABLE, PENDING
 from flattrfed.flattring.policy import Policy
 from flattrfed.money import Split, split_budget
 from flattrfed.periods import Period
 from flattrfed.settlement import ledger
+
+PER_PAGE = 50
+HISTORY_MONTHS = 24
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,11 @@ class FlattrLine:
 
 @dataclass(frozen=True)
 class Dashboard:
-    """All amounts are integers in minor units of `currency`."""
+    """All amounts are integers in minor units of `currency`.
+
+    `flattrs` and `pending` hold one page each (`page`, `pending_page`, PER_PAGE lines);
+    `flattr_count` and `pending_count` are the totals the pages are cut from.
+    """
 
     currency: str
     period: str
@@ -42,9 +50,22 @@ class Dashboard:
     earnings_pending_minor: int
     earnings_available_minor: int
     history: list[dict[str, int | str]] = field(default_factory=list)
+    flattr_count: int = 0
+    pending_count: int = 0
+    page: int = 1
+    pending_page: int = 1
+    per_page: int = PER_PAGE
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.flattr_count // self.per_page))
+
+    @property
+    def pending_pages(self) -> int:
+        return max(1, -(-self.pending_count // self.per_page))
 
 
-def counts_this_period(period: str):  # type: ignore[no-untyped-def]
+def counts_this_period(period: str) -> ColumnElement[bool]:
     """Flattrs that count in `period`: clicked in it, or claimed in it after waiting."""
     return or_(
         (Flattr.period == period) & Flattr.counts_in_period.is_(None),
@@ -53,34 +74,72 @@ def counts_this_period(period: str):  # type: ignore[no-untyped-def]
 
 
 async def member_dashboard(
-    session: AsyncSession, member: Member, policy: Policy, currency: str, now: datetime
+    session: AsyncSession,
+    member: Member,
+    policy: Policy,
+    currency: str,
+    now: datetime,
+    *,
+    page: int = 1,
+    pending_page: int = 1,
 ) -> Dashboard:
+    """The dashboard's figures: totals in SQL, one page of each flattr list, no per-row queries.
+
+    A page number past the last page shows the last page.
+    """
     period = str(Period.of(now))
-    balances = await ledger.member_balances(session, member.id)
-    wallet_minor = balances["wallet"]
-    rows = (
-        await session.scalars(
-            select(Flattr)
-            .where(Flattr.donor_id == member.id, Flattr.undone_at.is_(None))
-            .where(counts_this_period(period) | (Flattr.status == PENDING))
-            .order_by(Flattr.id)
+    flattrs = table_of(Flattr)
+    accounts = table_of(LedgerAccount)
+    # Three branches, each a prefix of the (donor, status, counts_in_period, period, undone)
+    # index, so every count reads index entries only.
+    clicked = _mine(member.id, PAYABLE) & flattrs.c.counts_in_period.is_(None)
+    clicked &= flattrs.c.period == period
+    claimed = _mine(member.id, PAYABLE) & (flattrs.c.counts_in_period == period)
+    waiting = _mine(member.id, PENDING)
+    # Every figure in one round trip: each is a scalar subquery of one indexed lookup.
+    balances = [
+        select(-accounts.c.balance_minor).where(accounts.c.code == code).scalar_subquery()
+        for code in (
+            ledger.wallet(member.id),
+            ledger.earnings_pending(member.id),
+            ledger.earnings_available(member.id),
         )
-    ).all()
-    payable = [row for row in rows if row.status == PAYABLE]
-    budget = member.monthly_budget_minor
-    split = split_budget(budget or 0, max(wallet_minor, 0), policy.fee_bp, len(payable))
-    deposited = await session.scalar(
-        select(func.coalesce(func.sum(DepositRequest.amount_minor), 0)).where(
-            DepositRequest.member_id == member.id, DepositRequest.state == "credited"
-        )
+    ]
+    deposited_query = (
+        select(func.coalesce(func.sum(DepositRequest.amount_minor), 0))
+        .where(DepositRequest.member_id == member.id, DepositRequest.state == "credited")
+        .scalar_subquery()
     )
+    figures = (
+        await session.execute(
+            select(
+                *(
+                    select(func.count()).select_from(flattrs).where(branch).scalar_subquery()
+                    for branch in (clicked, claimed, waiting)
+                ),
+                deposited_query,
+                *balances,
+            )
+        )
+    ).one()
+    clicked_count, claimed_count, pending_count, deposited, *owed = (int(n or 0) for n in figures)
+    wallet_minor, earnings_pending, earnings_available = owed
+    payable_count = clicked_count + claimed_count
+    budget = member.monthly_budget_minor
+    split = split_budget(budget or 0, max(wallet_minor, 0), policy.fee_bp, payable_count)
+    page = _clamp(page, payable_count)
+    pending_page = _clamp(pending_page, pending_count)
+    # Claimed flattrs are rare; without them the page is read in index order, unsorted.
+    this_month = (clicked | claimed) if claimed_count else clicked
+    lines = await _page(session, this_month, page, split.share_minor) if payable_count else []
+    pending = await _page(session, waiting, pending_page, 0) if pending_count else []
     history_rows = (
         await session.execute(
-            select(Flattr.period, func.count())
-            .where(Flattr.donor_id == member.id, Flattr.undone_at.is_(None))
-            .group_by(Flattr.period)
-            .order_by(Flattr.period.desc())
-            .limit(24)
+            select(flattrs.c.period, func.count())
+            .where((flattrs.c.donor_id == member.id) & flattrs.c.undone_at.is_(None))
+            .group_by(flattrs.c.period)
+            .order_by(flattrs.c.period.desc())
+            .limit(HISTORY_MONTHS)
         )
     ).all()
     return Dashboard(
@@ -90,14 +149,50 @@ async def member_dashboard(
         budget_minor=budget,
         planned_minor=min(budget or 0, max(wallet_minor, 0)),
         split=split,
-        flattrs=[_line(row, split.share_minor) for row in payable],
-        pending=[_line(row, 0) for row in rows if row.status == PENDING],
+        flattrs=lines,
+        pending=pending,
         deposited_minor=int(deposited or 0),
-        earnings_pending_minor=balances["earnings_pending"],
-        earnings_available_minor=balances["earnings_available"],
+        earnings_pending_minor=earnings_pending,
+        earnings_available_minor=earnings_available,
         history=[{"period": p, "flattrs": int(n)} for p, n in history_rows],
+        flattr_count=payable_count,
+        pending_count=pending_count,
+        page=page,
+        pending_page=pending_page,
     )
 
 
-def _line(row: Flattr, share: int) -> FlattrLine:
-    return FlattrLine(row.id, row.target_uri, row.payee_uri, row.status, row.period, share)
+def _mine(member_id: int, status: str) -> ColumnElement[bool]:
+    flattrs = table_of(Flattr)
+    return (
+        (flattrs.c.donor_id == member_id)
+        & (flattrs.c.status == status)
+        & flattrs.c.undone_at.is_(None)
+    )
+
+
+async def _page(
+    session: AsyncSession, where: ColumnElement[bool], page: int, share_minor: int
+) -> list[FlattrLine]:
+    flattrs = table_of(Flattr)
+    rows = (
+        await session.execute(
+            select(
+                flattrs.c.id,
+                flattrs.c.target_uri,
+                flattrs.c.payee_uri,
+                flattrs.c.status,
+                flattrs.c.period,
+            )
+            .where(where)
+            .order_by(flattrs.c.id)
+            .limit(PER_PAGE)
+            .offset((page - 1) * PER_PAGE)
+        )
+    ).all()
+    return [FlattrLine(*row, share_minor) for row in rows]
+
+
+def _clamp(page: int, count: int) -> int:
+    last = max(1, -(-count // PER_PAGE))
+    return min(max(page, 1), last)

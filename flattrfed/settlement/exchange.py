@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterable, Iterable
 from datetime import timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import ensure_instance_actor
@@ -37,16 +38,16 @@ from flattrfed.db.models import (
     Member,
     Peer,
     ProofKey,
-    ReceivedLike,
     Settlement,
     SettlementEvent,
     Share,
     Statement,
+    StatementLine,
     Thing,
 )
 from flattrfed.db.session import Database
 from flattrfed.periods import Period
-from flattrfed.settlement import ledger, proofs
+from flattrfed.settlement import ledger, pages, proofs, verification
 from flattrfed.settlement import statements as st
 from flattrfed.settlement.canonical import sha256_digest
 from flattrfed.worker import RetryLater
@@ -59,6 +60,7 @@ MAX_REVISIONS = 3
 CREDIT_LIMIT = "CREDIT_LIMIT_EXCEEDED"
 WAITING = "waiting"
 DEFAULT_THRESHOLD_MINOR = 0
+MAX_DISPUTE_REASON = 500
 
 
 class ExchangeError(ValueError):
@@ -101,6 +103,7 @@ class SettlementExchange:
         dispatcher.register("Reject:StatementResponse", self.on_response)
         dispatcher.register("Update:PaymentNotice", self.on_payment_notice)
         dispatcher.register("Update:PaymentConfirmation", self.on_payment_confirmation)
+        dispatcher.register("Update:PaymentDispute", self.on_payment_dispute)
 
     @property
     def actor_uri(self) -> str:
@@ -260,7 +263,7 @@ class SettlementExchange:
                 if revision > 1
                 else None
             )
-            document = st.build_statement(
+            document, line_pages = st.build_paged_statement(
                 issuer=self.actor_uri,
                 counterparty=peer.clearing_actor,
                 statement_uri=uri,
@@ -274,21 +277,23 @@ class SettlementExchange:
                 threshold_minor=self.settings.settlement_threshold_minor,
             )
             signed = proofs.sign_document(document, await self.proof_key(session), now)
-            session.add(
-                Statement(
-                    uri=uri,
-                    direction="out",
-                    period=str(period),
-                    peer_host=peer.host,
-                    revision=revision,
-                    digest=st.statement_digest(signed),
-                    document=signed,
-                    total_minor=sum(line.amount_minor for line in lines),
-                    line_count=len(lines),
-                    state="issued",
-                    created_at=now,
-                )
+            row = Statement(
+                uri=uri,
+                direction="out",
+                period=str(period),
+                peer_host=peer.host,
+                revision=revision,
+                digest=st.statement_digest(signed),
+                document=signed,
+                total_minor=sum(line.amount_minor for line in lines),
+                line_count=len(lines),
+                state="issued",
+                created_at=now,
             )
+            session.add(row)
+            await session.flush()
+            # Kept line by line with their page: the peer fetches pages 2.. from us.
+            await store_statement_lines(session, row.id, line_pages)
             offer = {
                 "@context": [AS_CONTEXT, FLATTR_TERMS],
                 "id": f"{uri}/offer",
@@ -302,6 +307,33 @@ class SettlementExchange:
                 session, activity=offer, actor_id=actor.id, inboxes=[inbox], now=now
             )
         return uri
+
+    async def statement_page(self, uri: str, number: int) -> tuple[str, dict[str, Any]] | None:
+        """Page `number` of a statement we issued, and the actor allowed to read it (the
+        counterparty); None if there is no such statement or page."""
+        async with self.database.sessions() as session:
+            statement = await session.scalar(
+                select(Statement).where(Statement.uri == uri, Statement.direction == "out")
+            )
+            if statement is None or not 1 <= number <= int(
+                statement.document["totals"].get("pages", 1)
+            ):
+                return None
+            rows = (
+                await session.execute(
+                    select(
+                        StatementLine.like_uri,
+                        StatementLine.donor_uri,
+                        StatementLine.object_uri,
+                        StatementLine.amount_minor,
+                    )
+                    .where(StatementLine.statement_id == statement.id, StatementLine.page == number)
+                    .order_by(StatementLine.position)
+                )
+            ).all()
+        items = [st.line_document(st.Line(*row)) for row in rows]
+        document = pages.page_document(statement.document, number, items)
+        return str(statement.document["counterparty"]), document
 
     # --- receiving a statement ---------------------------------------------------------------
 
@@ -367,9 +399,42 @@ class SettlementExchange:
         if settled is not None:
             # A later revision may only replace a rejected one: never book a month twice.
             return f"ignored: {settled} was already accepted for {period}"
-        verdict = await self._verify_against_likes(document, peer, period)
+        spool = await self._collect_pages(document)
+        try:
+            return await self._answer(inbound, peer, document, period, digest, spool)
+        finally:
+            spool.close()
+
+    async def _collect_pages(self, document: dict[str, Any]) -> pages.LineSpool:
+        """Every page of the statement, fetched before any transaction is opened."""
+        try:
+            return await pages.collect(
+                self.client,
+                await self.keys.instance_signer(),
+                document,
+                allow_http=self.settings.allow_http,
+            )
+        except pages.PageError as error:
+            if error.permanent:
+                raise Ignored(f"statement pages: {error.reason}") from None
+            # Not accepted, not stored: the whole Offer is tried again, like a statement whose
+            # issuer is briefly down.
+            raise RetryLater(f"statement pages: {error.reason}", after=ISSUE_RETRY) from None
+
+    async def _answer(
+        self,
+        inbound: Inbound,
+        peer: Peer,
+        document: dict[str, Any],
+        period: Period,
+        digest: str,
+        spool: pages.LineSpool,
+    ) -> str:
+        """Verify the statement, store it with our signed answer, and queue the answer."""
+        uri, revision, now = str(document["id"]), int(document["revision"]), self.clock.now()
+        verdict = await self._verify_against_likes(document, peer, period, spool.pages())
         if verdict.accepted:
-            verdict = await self._within_credit_limit(document, peer, verdict)
+            verdict = await self._within_credit_limit(spool, peer, verdict)
         response_uri = (
             f"{self.settings.base_url}/settlement/{period}/responses/"
             f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}"
@@ -394,7 +459,7 @@ class SettlementExchange:
                 digest=digest,
                 document=document,
                 total_minor=verdict.accepted_minor,
-                line_count=len(document.get("lines", [])),
+                line_count=int(document["totals"]["lines"]) if verdict.accepted else 0,
                 state="accepted" if verdict.accepted else "rejected",
                 response=signed,
                 created_at=now,
@@ -403,6 +468,7 @@ class SettlementExchange:
             session.add(statement)
             await session.flush()
             if verdict.accepted:
+                await store_statement_lines(session, statement.id, spool.pages())
                 await self._book_accepted_incoming(session, statement, peer)
             answer = {
                 "@context": [AS_CONTEXT, FLATTR_TERMS],
@@ -444,6 +510,9 @@ class SettlementExchange:
                 outcome = await self.on_statement(inbound)
             except Ignored as why:
                 outcome = f"ignored: {why}"
+            except RetryLater as why:
+                # The issuer (or its pages) cannot be reached now: the statement keeps waiting.
+                outcome = f"{WAITING}: {why}"
             async with self.database.transaction() as session:
                 stored = await session.get(InboundActivity, row.id)
                 assert stored is not None
@@ -452,7 +521,7 @@ class SettlementExchange:
         return outcomes
 
     async def _within_credit_limit(
-        self, document: dict[str, Any], peer: Peer, verdict: st.Verdict
+        self, spool: pages.LineSpool, peer: Peer, verdict: st.Verdict
     ) -> st.Verdict:
         """Refuse a statement that would let the peer owe us more than its credit limit."""
         async with self.database.sessions() as session:
@@ -462,7 +531,8 @@ class SettlementExchange:
             return verdict
         disputes = tuple(
             st.Dispute(str(line.get("line")), CREDIT_LIMIT, str(line.get("like")))
-            for line in document.get("lines", [])
+            for page in spool.pages()
+            for line in page
             if isinstance(line, dict)
         )
         return st.Verdict(False, 0, disputes)
@@ -474,43 +544,23 @@ class SettlementExchange:
             raise Ignored(f"peer actor unavailable: {error.reason}") from None
 
     async def _verify_against_likes(
-        self, document: dict[str, Any], peer: Peer, period: Period
+        self,
+        document: dict[str, Any],
+        peer: Peer,
+        period: Period,
+        line_pages: AsyncIterable[list[Any]] | Iterable[list[Any]] | None = None,
     ) -> st.Verdict:
-        cutoff = period.end + self.grace
-        async with self.database.sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(ReceivedLike).where(ReceivedLike.sender_host == peer.host)
-                )
-            ).all()
-        received = {
-            row.like_uri: st.ReceivedFlattr(
-                like_uri=row.like_uri,
-                actor_uri=row.actor_uri,
-                # Our things' Likes are recorded against the thing, whatever post was liked.
-                object_uri=row.object_uri,
-                period=row.flattr_period,
-                received_at=row.received_at,
-                undone_at=row.undone_at,
-                ours=True,
-            )
-            for row in rows
-        }
-        expected = [
-            row.like_uri
-            for row in rows
-            if row.flattr_period == str(period)
-            and row.received_at < cutoff
-            and (row.undone_at is None or row.undone_at >= cutoff)
-        ]
+        """Every line of the statement (all `line_pages`; default: its first page only)
+        against the Likes the peer sent us, set-based in SQL."""
         try:
-            return st.verify_lines(
+            return await verification.verify_statement(
+                self.database,
                 document,
+                line_pages if line_pages is not None else [document.get("lines", [])],
                 currency=self.settings.currency,
                 period=str(period),
-                cutoff=cutoff,
-                received=received,
-                expected_from_issuer=expected,
+                cutoff=period.end + self.grace,
+                sender_host=peer.host,
             )
         except st.StatementError as error:
             return st.Verdict(False, 0, (st.Dispute("statement", f"UNREADABLE: {error}"),))
@@ -520,9 +570,9 @@ class SettlementExchange:
     ) -> None:
         """The peer owes us the total; our creators' earnings are pending until it pays."""
         credits: dict[str, int] = defaultdict(int)
-        for line in statement.document.get("lines", []):
-            creator = await self._creator_of(session, str(line["object"]))
-            credits[ledger.earnings_pending(creator)] -= int(line["amount"])
+        for object_uri, amount in await _sums_by_object(session, [statement.id]):
+            creator = await self._creator_of(session, object_uri)
+            credits[ledger.earnings_pending(creator)] -= amount
         credits = {code: amount for code, amount in credits.items() if amount}
         if not credits:
             return
@@ -600,7 +650,14 @@ class SettlementExchange:
     ) -> None:
         """Disputed lines are withdrawn: their shares go back to the donors' wallets."""
         disputed = st.disputed_like_ids(response)
-        listed = {str(line["like"]): int(line["amount"]) for line in statement.document["lines"]}
+        listed = {
+            like: int(amount)
+            for like, amount in await session.execute(
+                select(StatementLine.like_uri, StatementLine.amount_minor).where(
+                    StatementLine.statement_id == statement.id
+                )
+            )
+        }
         returns: dict[str, int] = defaultdict(int)
         for like_uri in sorted(disputed & set(listed)):
             share = await session.scalar(select(Share).where(Share.like_uri == like_uri))
@@ -869,11 +926,9 @@ class SettlementExchange:
                 )
             )
         ).all()
-        lines = [line for statement in statements for line in statement.document.get("lines", [])]
         postings: list[tuple[str, int]] = []
-        for line in lines:
-            creator = await self._creator_of(session, str(line["object"]))
-            amount = int(line["amount"])
+        for object_uri, amount in await _sums_by_object(session, [row.id for row in statements]):
+            creator = await self._creator_of(session, object_uri)
             postings.append((ledger.earnings_pending(creator), amount))
             postings.append((ledger.earnings_available(creator), -amount))
         return postings
@@ -896,7 +951,14 @@ class SettlementExchange:
             return None
 
     async def _notify(
-        self, session: AsyncSession, settlement: Settlement, kind: str, inbox: str | None
+        self,
+        session: AsyncSession,
+        settlement: Settlement,
+        kind: str,
+        inbox: str | None,
+        *,
+        id_suffix: str = "",
+        extra: dict[str, str] | None = None,
     ) -> None:
         if inbox is None:
             return
@@ -905,11 +967,12 @@ class SettlementExchange:
         document = {
             "@context": [AS_CONTEXT, FLATTR_TERMS],
             "type": kind,
-            "id": f"{settlement.uri}/{kind}",
+            "id": f"{settlement.uri}/{kind}{id_suffix}",
             "settlement": settlement.document["id"],
             "paymentReference": settlement.payment_reference,
             "amount": str(abs(settlement.net_minor)),
             "at": iso(self.clock.now()),
+            **(extra or {}),
         }
         signed = proofs.sign_document(document, await self.proof_key(session), self.clock.now())
         actor = await ensure_instance_actor(session, self.urls, self.clock.now())
@@ -969,18 +1032,52 @@ class SettlementExchange:
         return "payee confirmed our payment"
 
     async def dispute(self, settlement_id: int, reason: str, admin: str) -> Settlement:
-        """An admin says a payment did not arrive (or is wrong): the settlement is investigated."""
-        if not reason.strip():
+        """An admin says a payment did not arrive (or is wrong): the settlement is investigated,
+        and the peer is told (`PaymentDispute`), so its copy is investigated too."""
+        reason = reason.strip()[:MAX_DISPUTE_REASON]
+        if not reason:
             raise ExchangeError("say what is wrong (the reason is kept in the history)")
+        inbox = await self._peer_inbox(settlement_id)
         async with self.database.transaction() as session:
             settlement = await session.get(Settlement, settlement_id)
             if settlement is None:
                 raise ExchangeError(f"no settlement {settlement_id}")
             if settlement.state not in {"agreed", "payment_sent"}:
                 raise ExchangeError(f"the settlement is {settlement.state}; nothing to dispute")
+            earlier = await session.scalar(
+                select(func.count()).where(
+                    SettlementEvent.settlement_id == settlement.id,
+                    SettlementEvent.action == "disputed",
+                )
+            )
             settlement.state = "investigating"
-            await self._event(session, settlement, "disputed", admin, {"reason": reason.strip()})
+            await self._event(session, settlement, "disputed", admin, {"reason": reason})
+            # Numbered: a settlement disputed again later is a new message, not a repeat.
+            await self._notify(
+                session,
+                settlement,
+                "PaymentDispute",
+                inbox,
+                id_suffix=f"/{int(earlier or 0) + 1}",
+                extra={"reason": reason},
+            )
         return settlement
+
+    async def on_payment_dispute(self, inbound: Inbound) -> str:
+        """The peer's admin disputes the payment: our copy is investigated too."""
+        settlement = await self._settlement_for(inbound)
+        document = inbound.object
+        reason = document.get("reason") if isinstance(document, dict) else None
+        reason = reason.strip()[:MAX_DISPUTE_REASON] if isinstance(reason, str) else ""
+        async with self.database.transaction() as session:
+            row = await session.get(Settlement, settlement.id)
+            assert row is not None
+            if row.state in {"agreed", "payment_sent"}:
+                row.state = "investigating"
+            await self._event(
+                session, row, "disputed_by_peer", inbound.actor_uri, {"reason": reason}
+            )
+        return f"the peer disputes the payment; the settlement is {row.state}"
 
     async def settle_outstanding(self) -> int:
         """Pairs with both statements accepted but no settlement (a crash came in between)."""
@@ -1029,6 +1126,60 @@ def _threshold_of(statement: dict[str, Any]) -> int:
     rules = statement.get("rules")
     value = rules.get("settlementThresholdMinor") if isinstance(rules, dict) else None
     return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 16 else 0
+
+
+async def store_statement_lines(
+    session: AsyncSession, statement_id: int, line_pages: Iterable[list[Any]]
+) -> None:
+    """The lines of an issued or accepted statement, page by page, in order."""
+    position = 0
+    for number, page in enumerate(line_pages, start=1):
+        rows = []
+        for item in page:
+            _given, line = st.parse_line(item)
+            rows.append(
+                {
+                    "statement_id": statement_id,
+                    "position": position,
+                    "page": number,
+                    "like_uri": line.like_uri,
+                    "donor_uri": line.donor_uri,
+                    "object_uri": line.object_uri,
+                    "amount_minor": line.amount_minor,
+                }
+            )
+            position += 1
+        if rows:
+            await session.execute(insert(StatementLine), rows)
+
+
+async def stored_lines(session: AsyncSession, statement_id: int) -> list[dict[str, str]]:
+    """Every line of an issued or accepted statement, all pages, as line documents ([] when
+    only the document was kept, as for a rejected one)."""
+    rows = await session.execute(
+        select(
+            StatementLine.like_uri,
+            StatementLine.donor_uri,
+            StatementLine.object_uri,
+            StatementLine.amount_minor,
+        )
+        .where(StatementLine.statement_id == statement_id)
+        .order_by(StatementLine.position)
+    )
+    return [st.line_document(st.Line(*row)) for row in rows]
+
+
+async def _sums_by_object(session: AsyncSession, statement_ids: list[int]) -> list[tuple[str, int]]:
+    """What the lines of these statements credit each of our things or members, summed in SQL."""
+    if not statement_ids:
+        return []
+    rows = await session.execute(
+        select(StatementLine.object_uri, func.sum(StatementLine.amount_minor))
+        .where(StatementLine.statement_id.in_(statement_ids))
+        .group_by(StatementLine.object_uri)
+        .order_by(StatementLine.object_uri)
+    )
+    return [(str(target), int(amount)) for target, amount in rows]
 
 
 def _merge(postings: list[tuple[str, int]]) -> list[tuple[str, int]]:

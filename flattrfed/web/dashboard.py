@@ -73,6 +73,13 @@ async def month_history(
     return lines
 
 
+def page_number(value: str | None) -> int:
+    """A `?page=` value: a positive number of at most six digits, else the first page."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 6:
+        return 1
+    return max(int(value), 1)
+
+
 @routes.get("/dashboard")
 async def dashboard(request: web.Request) -> web.StreamResponse:
     member = await require_member(request)
@@ -80,9 +87,17 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
     now = services.clock.now()
     async with services.database.transaction() as session:
         policy = await current_policy(session, services.settings, now)
-        row = await session.get(Member, member.id)
-        assert row is not None
-        board = await member_dashboard(session, row, policy, services.settings.currency, now)
+        # The member as require_member loaded it for this request: no second lookup.
+        row = member
+        board = await member_dashboard(
+            session,
+            row,
+            policy,
+            services.settings.currency,
+            now,
+            page=page_number(request.query.get("page")),
+            pending_page=page_number(request.query.get("pending_page")),
+        )
         labels = await label_targets(
             session,
             services.urls,
@@ -100,6 +115,7 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
             "history": history,
             "policy": policy,
             "period_end": period.end,
+            "here": _here(board.page, board.pending_page),
         },
     )
 
@@ -122,6 +138,16 @@ async def undo(request: web.Request) -> web.StreamResponse:
             request, "The flattr cannot be undone", sentence(error), back=back
         )
     raise web.HTTPSeeOther(_with_msg(back, "undone"))
+
+
+def _here(page: int, pending_page: int) -> str:
+    """Where an Undo button returns to: the dashboard with the same pages open."""
+    query = {
+        key: str(value)
+        for key, value in (("page", page), ("pending_page", pending_page))
+        if value > 1
+    }
+    return str(URL("/dashboard").with_query(query))
 
 
 def _with_msg(path: str, msg: str) -> str:

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from flattrfed.settlement.canonical import (
     MAX_DEPTH,
     MAX_SAFE_INTEGER,
+    _plain,
     base58btc_decode,
     base58btc_encode,
     canonical_json,
+    canonical_json_reference,
     sha256_digest,
 )
 
@@ -297,3 +299,72 @@ def test_base58btc_round_trip(raw: bytes) -> None:
 @given(st.text(alphabet="123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz", max_size=60))
 def test_base58btc_has_one_spelling_per_byte_string(encoded: str) -> None:
     assert base58btc_encode(base58btc_decode(encoded)) == encoded
+
+
+# --- the fast path (json.dumps for plain values) ----------------------------------------------
+
+
+@given(json_values)
+def test_the_fast_path_writes_exactly_what_the_rules_write(value: object) -> None:
+    assert canonical_json(value) == canonical_json_reference(value)
+
+
+@given(
+    st.recursive(
+        json_scalars,
+        lambda children: (
+            st.lists(children, max_size=5)
+            | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127)), children)
+        ),
+        max_leaves=30,
+    )
+)
+def test_values_with_ascii_keys_take_the_fast_path_and_agree(value: object) -> None:
+    assert _plain(value, 0)
+    assert canonical_json(value) == canonical_json_reference(value)
+
+
+def test_the_fast_path_agrees_on_every_character() -> None:
+    # Every code point but the surrogates, in one string and as a value under an ASCII key.
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    value = {"all": every, "line": "sha256:" + "0" * 64, "amount": "1583"}
+    assert _plain(value, 0)
+    assert canonical_json(value) == canonical_json_reference(value)
+
+
+def test_the_w3c_weird_vector_values_under_ascii_keys_agree() -> None:
+    # The JCS reference "weird" strings (control characters, U+007F, U+0080, astral characters,
+    # '</script>') as values: the fast path must write them as the rules do.
+    weird = json.loads(
+        r"""["Euro Sign \u20ac", "\r", "\u000a", "\u0080 Control\u007f", "\ud83d\ude02",
+        "\u00f6", "\ufb33", "</script>", "\u0000\u001f\\\""]"""
+    )
+    value = {f"k{index}": item for index, item in enumerate(weird)}
+    assert _plain(value, 0)
+    assert canonical_json(value) == canonical_json_reference(value)
+    assert canonical_json(weird) == canonical_json_reference(weird)
+
+
+class _Unit(IntEnum):
+    ONE = 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"\u20ac": 1, "a": 2},  # a non-ASCII key: UTF-16 order is the careful path's job
+        {"a": 1.5},  # floats are refused by the careful path
+        {"a": MAX_SAFE_INTEGER + 1},
+        {"a": True, "b": _Unit.ONE},  # an int subclass
+        {"a": ("tuple",)},
+    ],
+)
+def test_values_the_fast_path_leaves_to_the_rules(value: object) -> None:
+    assert not _plain(value, 0)
+
+
+def test_a_lone_surrogate_under_an_ascii_key_is_still_refused() -> None:
+    value = {"a": "\ud800"}
+    assert _plain(value, 0)  # looks plain, but cannot be encoded: the careful path refuses it
+    with pytest.raises(ValueError, match="surrogate"):
+        canonical_json(value)

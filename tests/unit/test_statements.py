@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from flattrfed.settlement import statements as st
+from flattrfed.settlement.canonical import sha256_digest
 from flattrfed.settlement.statements import Line, ReceivedFlattr, StatementError
 
 CUTOFF = datetime(2026, 12, 1, tzinfo=UTC)
@@ -74,8 +76,9 @@ def reasons(result: st.Verdict) -> set[str]:
 
 def test_an_honest_statement_is_accepted_in_full() -> None:
     document = statement()
-    assert document["totals"] == {"lines": 3, "amount": str(221 * 2 + 1583)}
-    assert {d["donor"]: d["share"] for d in document["donors"]} == {A: "221", B: "1583"}
+    assert document["totals"] == {"lines": 3, "amount": str(221 * 2 + 1583), "pages": 1}
+    assert document["linePages"] == document["id"] + "/lines"
+    assert [line["like"] for line in document["lines"]] == [like(1), like(2), like(3)]
     result = verdict(document)
     assert result.accepted
     assert result.accepted_minor == 221 * 2 + 1583
@@ -126,7 +129,7 @@ def test_a_received_flattr_missing_from_the_statement_is_reported() -> None:
 
 def test_duplicate_lines_and_forged_line_ids_are_disputed() -> None:
     document = statement()
-    document["lines"].append(copy.deepcopy(document["lines"][0]))
+    document["lines"].insert(1, copy.deepcopy(document["lines"][0]))
     assert st.DUPLICATE_LINE in reasons(verdict(document))
     document = statement()
     document["lines"][1]["line"] = "sha256:" + "0" * 64
@@ -142,11 +145,15 @@ def test_an_edited_line_breaks_the_lines_digest() -> None:
 @pytest.mark.parametrize(
     "broken",
     [
-        {"schema": "flattrfed.statement/2"},
+        {"schema": "flattrfed.statement/1"},
         {"currency": "USD"},
         {"lines": "all of them"},
         {"totals": {"amount": "1.5"}},
-        {"totals": {"lines": 3, "amount": "-5"}},
+        {"totals": {"lines": 3, "amount": "-5", "pages": 1}},
+        {"totals": {"lines": 3, "amount": "2025", "pages": 0}},
+        {"totals": {"lines": 3, "amount": "2025", "pages": 4}},
+        {"totals": {"lines": 2_000_000, "amount": "2025", "pages": 1}},
+        {"totals": {"lines": True, "amount": "2025", "pages": 1}},
     ],
 )
 def test_an_unreadable_statement_is_refused_outright(broken: dict[str, Any]) -> None:
@@ -183,3 +190,108 @@ def test_a_negative_line_amount_makes_the_statement_unreadable() -> None:
     document["lines"][0]["amount"] = "-5"
     with pytest.raises(StatementError, match="negative"):
         verdict(document)
+
+
+def test_lines_out_of_the_order_of_their_likes_make_the_statement_unreadable() -> None:
+    document = statement()
+    document["lines"].reverse()
+    with pytest.raises(StatementError, match="order"):
+        verdict(document)
+
+
+def test_a_line_with_an_extra_or_missing_field_makes_the_statement_unreadable() -> None:
+    document = statement()
+    document["lines"][0]["note"] = "x"
+    with pytest.raises(StatementError):
+        verdict(document)
+    document = statement()
+    del document["lines"][0]["donor"]
+    with pytest.raises(StatementError):
+        verdict(document)
+
+
+def many_lines(count: int, uri_length: int = 40) -> list[Line]:
+    pad = "p" * max(0, uri_length - 40)
+    return [
+        Line(f"https://a.example/users/d{n % 97}/flattrs/{n:07d}{pad}", A, THING, 7)
+        for n in range(count)
+    ]
+
+
+def paged(lines: list[Line]) -> tuple[dict[str, Any], list[list[dict[str, str]]]]:
+    return st.build_paged_statement(
+        issuer="https://a.example/actor",
+        counterparty="https://b.example/actor",
+        statement_uri=st.statement_id("https://a.example", "2026-11", "b.example", 1),
+        revision=1,
+        supersedes=None,
+        period="2026-11",
+        currency="EUR",
+        fee_bp=0,
+        lines=lines,
+        issued=CUTOFF,
+    )
+
+
+def test_a_long_statement_is_cut_into_pages_of_at_most_a_thousand_lines() -> None:
+    document, pages = paged(many_lines(2_500))
+    assert [len(page) for page in pages] == [1_000, 1_000, 500]
+    assert document["lines"] == pages[0]
+    assert document["totals"] == {"lines": 2_500, "amount": str(7 * 2_500), "pages": 3}
+    everything = [line for page in pages for line in page]
+    assert [line["like"] for line in everything] == sorted(line["like"] for line in everything)
+    # The digest covers every line of every page: the same as the digest of one long list.
+    assert document["linesDigest"] == sha256_digest(everything)
+
+
+def test_pages_of_long_lines_are_cut_by_size_to_fit_the_json_limits() -> None:
+    document, pages = paged(many_lines(1_200, uri_length=1_500))
+    assert len(pages) > 2
+    for page in pages:
+        assert len(json.dumps(page)) <= st.PAGE_BYTES
+    assert sum(len(page) for page in pages) == 1_200
+    assert document["totals"]["pages"] == len(pages)
+
+
+def test_a_statement_with_no_lines_has_one_empty_page() -> None:
+    document, pages = paged([])
+    assert pages == [[]]
+    assert document["totals"] == {"lines": 0, "amount": "0", "pages": 1}
+    assert document["linesDigest"] == sha256_digest([])
+
+
+def verdict_of_pages(document: dict[str, Any], pages: list[list[dict[str, str]]]) -> st.Verdict:
+    records = {
+        line["like"]: ReceivedFlattr(line["like"], A, THING, "2026-11", DURING, None, True)
+        for page in pages
+        for line in page
+    }
+    return st.verify_lines(
+        document,
+        currency="EUR",
+        period="2026-11",
+        cutoff=CUTOFF,
+        received=records,
+        expected_from_issuer=list(records),
+        pages=pages,
+    )
+
+
+def test_every_page_is_checked_and_a_page_changed_breaks_the_digest() -> None:
+    document, pages = paged(many_lines(2_500))
+    honest = verdict_of_pages(document, pages)
+    assert honest.accepted
+    assert honest.accepted_minor == 7 * 2_500
+
+    # Dropped, duplicated or changed on page 2: the signed totals and digest no longer agree.
+    dropped = copy.deepcopy(pages)
+    del dropped[1][10]
+    assert st.TOTAL_MISMATCH in reasons(verdict_of_pages(document, dropped))
+    duplicated = copy.deepcopy(pages)
+    duplicated[1].insert(11, copy.deepcopy(duplicated[1][10]))
+    assert {st.DUPLICATE_LINE, st.TOTAL_MISMATCH} <= reasons(verdict_of_pages(document, duplicated))
+    changed = copy.deepcopy(pages)
+    changed[2][0]["object"] = THING + "/other"
+    assert st.TOTAL_MISMATCH in reasons(verdict_of_pages(document, changed))
+    # A page left out altogether.
+    assert st.TOTAL_MISMATCH in reasons(verdict_of_pages(document, pages[:2]))
