@@ -42,3 +42,8 @@ BENCH_ARGS ?= --scale small
 .PHONY: bench
 bench: $(BIN)/flattrfed
 	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)
+
+# The user guide's screenshots (docs/screenshots/), taken by the browser journey in Chromium.
+.PHONY: screenshots
+screenshots: $(BIN)/flattrfed
+	$(BIN)/python -m tests.browser.guide_screenshots

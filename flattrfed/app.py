@@ -18,6 +18,7 @@ from flattrfed.activitypub.client import FederationClient, Signer
 from flattrfed.activitypub.delivery import DELIVER_KIND, Deliverer
 from flattrfed.activitypub.dispatch import Dispatcher
 from flattrfed.activitypub.handlers import ProtocolHandlers
+from flattrfed.activitypub.inbox_writer import INBOX_WRITER, InboxWriter
 from flattrfed.activitypub.keys import KeyResolver
 from flattrfed.activitypub.nodeinfo import NodeInfoCache
 from flattrfed.activitypub.urls import LocalUrls
@@ -39,13 +40,20 @@ from flattrfed.settlement.schedule import (
 from flattrfed.web import (
     account,
     admin,
+    admin_federation,
+    admin_settlement,
     auth,
+    creator,
     dashboard,
+    discover,
+    export,
     flattr_pages,
     pages,
     profiles,
+    remote,
     security,
     wallet,
+    widget,
 )
 from flattrfed.worker import Worker
 
@@ -124,6 +132,11 @@ def create_app(
             CLOSE_KIND: scheduler.handle,
             WATCH_KIND: watch.handle,
         },
+        # A batch's Likes in one transaction; its deliveries concurrently.
+        batch_handlers={
+            inbox.INBOUND_KIND: dispatcher.handle_batch,
+            DELIVER_KIND: deliverer.handle_batch,
+        },
     )
 
     async def prepare() -> None:
@@ -149,6 +162,8 @@ def create_app(
 
     app = web.Application(client_max_size=inbox.MAX_BODY_BYTES)
     app[SERVICES] = services
+    inbox_writer = InboxWriter(database, clock)
+    app[INBOX_WRITER] = inbox_writer
     app.middlewares.append(security.middleware())
     aiohttp_jinja2.setup(
         app,
@@ -157,12 +172,19 @@ def create_app(
     )
     app.router.add_routes(pages.routes)
     app.router.add_routes(profiles.routes)
+    app.router.add_routes(widget.routes)
+    app.router.add_routes(remote.routes)
+    app.router.add_routes(discover.routes)
     app.router.add_routes(auth.routes)
     app.router.add_routes(account.routes)
+    app.router.add_routes(export.routes)
+    app.router.add_routes(creator.routes)
     app.router.add_routes(dashboard.routes)
     app.router.add_routes(flattr_pages.routes)
     app.router.add_routes(wallet.routes)
     app.router.add_routes(admin.routes)
+    app.router.add_routes(admin_federation.routes)
+    app.router.add_routes(admin_settlement.routes)
     app.router.add_routes(endpoints.routes)
     app.router.add_routes(inbox.routes)
     if STATIC_DIR.is_dir():
@@ -179,6 +201,7 @@ def create_app(
         stop.set()
         if task is not None:
             await task
+        await inbox_writer.close()  # the server has stopped taking requests: write what is queued
         await client.close()
         await database.dispose()
 

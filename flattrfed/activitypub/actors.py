@@ -149,6 +149,9 @@ async def actor_by_uri(session: AsyncSession, urls: LocalUrls, uri: str) -> Loca
 
 
 async def is_visible(session: AsyncSession, actor: LocalActor) -> bool:
+    if actor.member_id is not None:
+        member = await session.get(Member, actor.member_id)
+        return member is not None and member.deleted_at is None
     if actor.thing_id is None:
         return True
     thing = await session.get(Thing, actor.thing_id)

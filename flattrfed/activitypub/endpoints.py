@@ -21,6 +21,7 @@ from flattrfed.activitypub.documents import (
     ordered_collection,
     wants_activitypub,
 )
+from flattrfed.activitypub.inbox import Refused, verify_request
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.context import SERVICES
 from flattrfed.db.models import Follow, InstancePolicy, LocalActor, Member, Post
@@ -319,9 +320,9 @@ async def thing_likes(request: web.Request) -> web.Response:
     )
 
 
-@routes.get(r"/things/{name}/posts/{post_id:\d+}")
+@routes.get(r"/{collection_owner:users|things}/{name}/posts/{post_id:\d+}")
 async def post_object(request: web.Request) -> web.StreamResponse:
-    actor = await _actor_or_404(request, "thing")
+    actor = await _actor_or_404(request, _kind_from_path(request))
     urls = urls_of(request)
     actor_uri = urls.actor(actor.kind, actor.username)
     async with request.app[SERVICES].database.sessions() as session:
@@ -340,3 +341,25 @@ async def post_object(request: web.Request) -> web.StreamResponse:
     if not wants_activitypub(request.headers.get("Accept")):
         raise _page_redirect(f"{urls.profile(actor.kind, actor.username)}#post-{post.id}")
     return activity_json(note)
+
+
+@routes.get(r"/settlement/{period:\d{4}-\d{2}}/{host}/r{revision:\d{1,4}}/lines")
+async def statement_lines(request: web.Request) -> web.StreamResponse:
+    """A page of a statement we issued (docs/protocol.md), only to its counterparty's signed GET."""
+    services = request.app[SERVICES]
+    number = request.query.get("page", "")
+    if not number.isascii() or not number.isdigit() or len(number) > 6:
+        raise web.HTTPBadRequest(text="page must be a number")
+    statement_uri = services.settings.base_url + request.path.removesuffix("/lines")
+    found = await services.exchange.statement_page(statement_uri, int(number))
+    if found is None:
+        raise web.HTTPNotFound()
+    reader, document = found
+    try:
+        await verify_request(services, request, b"", reader, "Get")
+    except Refused as refused:
+        # Lines name donors and what they liked: nobody but the counterparty may read them.
+        if refused.status == 401:
+            raise web.HTTPUnauthorized(text=refused.reason) from None
+        raise web.HTTPForbidden(text=refused.reason) from None
+    return activity_json(document)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.config import Settings
-from flattrfed.db.models import InstancePolicy
+from flattrfed.db.models import InstancePolicy, PolicyChange
 
 REGISTRATION_MODES = ("open", "approval", "invite", "closed")
 DEFAULT_MIN_PAYOUT_MINOR = 1_000
@@ -59,12 +59,23 @@ async def current_policy(session: AsyncSession, settings: Settings, now: datetim
     return _as_policy(row)
 
 
+def _stored(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)[:64]
+
+
 async def update_policy(
-    session: AsyncSession, settings: Settings, now: datetime, **changes: object
+    session: AsyncSession,
+    settings: Settings,
+    now: datetime,
+    *,
+    changed_by: str = "",
+    **changes: object,
 ) -> Policy:
+    """Change policy settings; each value that really changes is kept in policy_changes."""
     await current_policy(session, settings, now)
     row = await session.scalar(select(InstancePolicy).where(InstancePolicy.id == 1))
     assert row is not None
+    history: list[PolicyChange] = []
     for name, value in changes.items():
         if name == "registration":
             if value not in REGISTRATION_MODES:
@@ -80,9 +91,21 @@ async def update_policy(
                 raise PolicyError("receiving_needs_budget must be true or false")
         else:
             raise PolicyError(f"unknown policy setting {name!r}")
+        old = getattr(row, name)
+        if old != value:
+            history.append(
+                PolicyChange(
+                    setting=name,
+                    old_value=_stored(old),
+                    new_value=_stored(value),
+                    changed_by=changed_by[:255],
+                    changed_at=now,
+                )
+            )
         setattr(row, name, value)
     if row.budget_min_minor > row.budget_max_minor:
         raise PolicyError("the budget minimum must not be above the maximum")
     row.updated_at = now
+    session.add_all(history)
     await session.flush()
     return _as_policy(row)

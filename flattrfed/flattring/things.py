@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flattrfed.activitypub.actors import actor_view, create_local_actor, username_taken
@@ -14,11 +15,13 @@ from flattrfed.activitypub.delivery import deliver_to_followers
 from flattrfed.activitypub.documents import actor_document, delete_activity, update_actor_activity
 from flattrfed.activitypub.origins import BadUri, origin_of
 from flattrfed.activitypub.urls import LocalUrls
-from flattrfed.db.models import LocalActor, Member, Thing
+from flattrfed.db.models import LocalActor, Member, Post, ReceivedLike, Thing
 from flattrfed.flattring.members import USERNAME_PATTERN
 
 CATEGORIES = ("text", "audio", "video", "images", "software", "rest", "people", "other")
 MAX_TAGS = 10
+# Handles that would shadow a page under /things/ (the "new thing" form).
+RESERVED_HANDLES = frozenset({"new"})
 
 
 class ThingError(ValueError):
@@ -84,6 +87,8 @@ async def create_thing(
 ) -> Thing:
     if not USERNAME_PATTERN.fullmatch(handle):
         raise ThingError(f"handle {handle!r} is not valid: use 1-30 lowercase letters, digits or _")
+    if handle in RESERVED_HANDLES:
+        raise ThingError(f"handle {handle!r} is reserved: choose another")
     fields = _clean_fields(
         {"title": title, "description": description, "external_url": external_url, **extra}
     )
@@ -94,6 +99,13 @@ async def create_thing(
     await session.flush()
     await create_local_actor(session, kind="thing", username=handle, now=now, thing_id=thing.id)
     return thing
+
+
+async def owned_thing(
+    session: AsyncSession, owner: Member, thing_id: int
+) -> tuple[Thing, LocalActor]:
+    """The owner's thing (not deleted) and its actor, or ThingError for anyone else's."""
+    return await _owned(session, owner, thing_id)
 
 
 async def _owned(session: AsyncSession, owner: Member, thing_id: int) -> tuple[Thing, LocalActor]:
@@ -161,3 +173,43 @@ async def thing_actor(session: AsyncSession, handle: str) -> LocalActor | None:
     return await session.scalar(
         select(LocalActor).where(LocalActor.kind == "thing", LocalActor.username == handle)
     )
+
+
+@dataclass(frozen=True)
+class ThingSummary:
+    """One of a member's things with its handle and how many flattrs it received."""
+
+    thing: Thing
+    handle: str
+    flattrs_this_month: int
+    flattrs_all_time: int
+
+
+async def things_of(session: AsyncSession, owner: Member, period: str) -> list[ThingSummary]:
+    """The owner's things that are not deleted, newest first, with flattr counts (in SQL)."""
+    counted = ReceivedLike.flattr_period.is_not(None) & ReceivedLike.undone_at.is_(None)
+    this_month = func.sum(case((counted & (ReceivedLike.flattr_period == period), 1), else_=0))
+    all_time = func.sum(case((counted, 1), else_=0))
+    rows = await session.execute(
+        select(Thing, LocalActor.username, this_month, all_time)
+        .join(LocalActor, LocalActor.thing_id == Thing.id)
+        .outerjoin(ReceivedLike, ReceivedLike.target_id == LocalActor.id)
+        .where(Thing.owner_id == owner.id, Thing.deleted_at.is_(None))
+        .group_by(Thing.id, LocalActor.username)
+        .order_by(Thing.id.desc())
+    )
+    return [
+        ThingSummary(thing, handle, int(month or 0), int(total or 0))
+        for thing, handle, month, total in rows
+    ]
+
+
+async def recent_posts(session: AsyncSession, actor_id: int, limit: int = 10) -> list[Post]:
+    """An actor's newest posts that are not deleted."""
+    rows = await session.scalars(
+        select(Post)
+        .where(Post.actor_id == actor_id, Post.deleted_at.is_(None))
+        .order_by(Post.id.desc())
+        .limit(limit)
+    )
+    return list(rows.all())

@@ -31,7 +31,7 @@ async def test_front_page_renders_the_instance_name_and_fee(federation: Federati
         page = await response.text()
     assert response.status == 200
     assert "alpha" in page
-    assert "fee 2.50 %" in page
+    assert '<dd id="instance-fee">2.50 %</dd>' in page
 
 
 async def test_resolver_refuses_names_outside_the_federation(federation: Federation) -> None:

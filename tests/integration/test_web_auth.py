@@ -356,6 +356,8 @@ async def test_no_form_works_without_its_csrf_token(
             .replace("{payout_id}", "1")
             .replace("{settlement_id}", "1")
             .replace("{claim_id}", "1")
+            .replace("{thing_id}", "1")
+            .replace("{name}", "root")
         )
         assert "{" not in path, canonical
         for fields in (

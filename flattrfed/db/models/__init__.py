@@ -7,6 +7,7 @@ from flattrfed.db.models.federation import (
     Follow,
     InboundActivity,
     LocalActor,
+    LocalFollow,
     OutboundFollow,
     OutboundLike,
     Post,
@@ -22,6 +23,7 @@ from flattrfed.db.models.flattring import (
     Invite,
     PayoutRequest,
     Peer,
+    PolicyChange,
 )
 from flattrfed.db.models.ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from flattrfed.db.models.members import Member
@@ -33,6 +35,7 @@ from flattrfed.db.models.settlement import (
     SettlementEvent,
     Share,
     Statement,
+    StatementLine,
 )
 from flattrfed.db.models.things import Thing
 from flattrfed.db.models.work import WorkItem, WorkState
@@ -54,11 +57,13 @@ __all__ = [
     "LedgerPosting",
     "LedgerTransaction",
     "LocalActor",
+    "LocalFollow",
     "Member",
     "OutboundFollow",
     "OutboundLike",
     "PayoutRequest",
     "Peer",
+    "PolicyChange",
     "Post",
     "ProofKey",
     "ReceivedLike",
@@ -68,6 +73,7 @@ __all__ = [
     "SettlementEvent",
     "Share",
     "Statement",
+    "StatementLine",
     "Thing",
     "WorkItem",
     "WorkState",

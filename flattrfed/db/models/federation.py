@@ -91,6 +91,22 @@ class Follow(Base):
     __table_args__ = (UniqueConstraint("follower_id", "target_id"),)
 
 
+class LocalFollow(Base):
+    """A member following a member or thing of this same instance (their Discover feed).
+
+    Local only: no activity is sent, since both sides live in this database.
+    """
+
+    __tablename__ = "local_follows"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("local_actors.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("member_id", "target_id"),)
+
+
 class InboundActivity(Base):
     """A verified activity as it arrived, stored once by its id before the 202 is sent."""
 
@@ -137,6 +153,9 @@ class ReceivedLike(Base):
     clearing_actor: Mapped[str | None] = mapped_column(URI)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # A received statement is checked against one peer's Likes of one month.
+    __table_args__ = (Index(None, "sender_host", "flattr_period"),)
 
 
 class RemoteObject(Base):

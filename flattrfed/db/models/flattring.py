@@ -30,6 +30,19 @@ class InstancePolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class PolicyChange(Base):
+    """One change of one policy setting: from what to what, when, by whom (append-only)."""
+
+    __tablename__ = "policy_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    setting: Mapped[str] = mapped_column(String(32))
+    old_value: Mapped[str] = mapped_column(String(64))
+    new_value: Mapped[str] = mapped_column(String(64))
+    changed_by: Mapped[str] = mapped_column(String(255), default="")
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Invite(Base):
     """A single-use sign-up code, for instances whose registration is by invite."""
 
@@ -98,7 +111,12 @@ class Flattr(Base):
     # For a pending flattr claimed later: the period it counts in (the month of the claim).
     counts_in_period: Mapped[str | None] = mapped_column(String(7))
 
-    __table_args__ = (Index(None, "donor_id", "target_uri", "period", unique=True),)
+    __table_args__ = (
+        Index(None, "donor_id", "target_uri", "period", unique=True),
+        # The dashboard counts and pages a member's flattrs of one month, and groups by month.
+        Index(None, "donor_id", "status", "counts_in_period", "period", "undone_at"),
+        Index(None, "donor_id", "period", "undone_at"),
+    )
 
 
 class Peer(Base):

@@ -28,3 +28,6 @@ class Member(Base):
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     flattrs_public: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when the member deleted the account: the row stays, anonymised, so the username
+    # (and so the actor URI) is never given to anyone else (docs/decisions/0007).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

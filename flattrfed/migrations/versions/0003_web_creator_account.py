@@ -7,8 +7,8 @@ Create Date: 2026-12-02 09:20:00
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"
@@ -17,8 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # A deleted account keeps its row (anonymised) so its username is never reused.
+    op.add_column("members", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("members") as batch:
+        batch.drop_column("deleted_at")
