@@ -134,6 +134,7 @@ def cmd_config_show(settings: Settings, args: argparse.Namespace) -> int:
         "budget_min_minor": settings.budget_min_minor,
         "budget_max_minor": settings.budget_max_minor,
         "allowed_private_addresses": [str(n) for n in settings.allowed_private_addresses],
+        "trusted_proxies": [str(n) for n in settings.trusted_proxies],
         "allow_http": settings.allow_http,
         "registration": settings.registration,
         "worker_in_process": settings.worker_in_process,

@@ -43,6 +43,7 @@ class Settings:
     budget_min_minor: int = 200
     budget_max_minor: int = 10_000
     allowed_private_addresses: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
     registration: str = "open"
     pending_expiry_months: int = 6
     close_grace_hours: int = 24
@@ -209,6 +210,14 @@ SPECS: tuple[SettingSpec, ...] = (
         _parse_networks,
         "comma-separated CIDRs such as 127.0.0.0/8,::1/128 (empty = none)",
         "Non-public address ranges the federation client may connect to. Default none.",
+    ),
+    SettingSpec(
+        "trusted_proxies",
+        "FLATTRFED_TRUSTED_PROXIES",
+        _parse_networks,
+        "comma-separated CIDRs such as 127.0.0.1/32,::1/128 (empty = none)",
+        "Reverse proxies whose X-Forwarded-For names the visitor's address (for the log-in "
+        "rate limit). Default none: the header is ignored.",
     ),
     SettingSpec(
         "registration",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from datetime import datetime
@@ -45,6 +46,21 @@ def password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
+# argon2 takes about a quarter of a second of CPU by design; in a thread (argon2 releases the
+# GIL), the event loop keeps serving every other request meanwhile. The synchronous function
+# is looked up at each call, so a test that replaces it module-wide replaces it here too.
+
+
+async def hash_password_async(password: str) -> str:
+    """hash_password, run in a thread so that the event loop is not blocked."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def password_matches_async(password_hash: str, password: str) -> bool:
+    """password_matches, run in a thread so that the event loop is not blocked."""
+    return await asyncio.to_thread(password_matches, password_hash, password)
+
+
 async def create_member(
     session: AsyncSession, *, username: str, password: str, is_admin: bool, now: datetime
 ) -> Member:
@@ -55,7 +71,7 @@ async def create_member(
     member = Member(
         username=username,
         display_name=username,
-        password_hash=hash_password(password),
+        password_hash=await hash_password_async(password),
         is_admin=is_admin,
         created_at=now,
         # Accounts made by an admin (CLI) need no approval; register() decides for sign-ups.
@@ -125,19 +141,19 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> M
     member = await session.scalar(select(Member).where(Member.username == username.strip().lower()))
     if member is None:
         # Hash anyway, so a missing account takes as long as a wrong password.
-        password_matches(_DUMMY_HASH, password)
+        await password_matches_async(_DUMMY_HASH, password)
         raise MemberError("wrong username or password")
-    if not password_matches(member.password_hash, password):
+    if not await password_matches_async(member.password_hash, password):
         raise MemberError("wrong username or password")
     if member.approved_at is None:
         raise MemberError("this account is waiting for an admin's approval")
     if _hasher.check_needs_rehash(member.password_hash):
-        member.password_hash = _hasher.hash(password)
+        member.password_hash = await asyncio.to_thread(_hasher.hash, password)
     return member
 
 
 async def change_password(session: AsyncSession, member: Member, old: str, new: str) -> None:
-    if not password_matches(member.password_hash, old):
+    if not await password_matches_async(member.password_hash, old):
         raise MemberError("the current password is wrong")
-    member.password_hash = hash_password(new)
+    member.password_hash = await hash_password_async(new)
     await session.flush()

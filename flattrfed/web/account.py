@@ -17,10 +17,17 @@ from flattrfed.activitypub.documents import actor_document, update_actor_activit
 from flattrfed.activitypub.urls import LocalUrls
 from flattrfed.context import SERVICES
 from flattrfed.db.models import IdentityClaim, Member
+from flattrfed.flattring.accounts import (
+    AccountError,
+    delete_account,
+    deletion_blockers,
+    owed,
+    request_closing_payout,
+)
 from flattrfed.flattring.claims import ClaimError, add_claim, verify_claim
 from flattrfed.flattring.members import MIN_PASSWORD_LENGTH
 from flattrfed.web.render import render, sentence
-from flattrfed.web.security import require_member
+from flattrfed.web.security import log_out, require_member
 
 routes = web.RouteTableDef()
 
@@ -134,6 +141,9 @@ async def profile(request: web.Request) -> web.StreamResponse:
                 bio=_text(form, "bio", MAX_BIO * 2),
                 now=services.clock.now(),
             )
+            if "flattrs_public_shown" in form:
+                # An unticked checkbox sends nothing: the hidden marker says the box was there.
+                row.flattrs_public = form.get("flattrs_public") == "on"
     except ProfileError as error:
         return await settings_page(request, member, status=400, profile_error=sentence(error))
     raise _done("profile", "profile-heading")
@@ -180,3 +190,75 @@ async def verify(request: web.Request) -> web.StreamResponse:
             request, member, status=404, claim_error="No such claim of yours."
         )
     return await _verify(request, member, claim_id)
+
+
+async def _delete_page(
+    request: web.Request, member: Member, *, status: int = 200, error: str | None = None
+) -> web.Response:
+    services = request.app[SERVICES]
+    now = services.clock.now()
+    async with services.database.sessions() as session:
+        row = await session.get(Member, member.id)
+        assert row is not None
+        money = await owed(session, member.id)
+        blockers = await deletion_blockers(
+            session, services.urls, row, services.settings.currency, now
+        )
+    return await render(
+        request,
+        "account_delete.html",
+        {"member": row, "owed": money, "blockers": blockers, "error": error},
+        status=status,
+    )
+
+
+@routes.get("/settings/delete")
+async def delete_form(request: web.Request) -> web.StreamResponse:
+    member = await require_member(request)
+    return await _delete_page(request, member)
+
+
+@routes.post("/settings/delete/payout")
+async def closing_payout(request: web.Request) -> web.StreamResponse:
+    member = await require_member(request)
+    services = request.app[SERVICES]
+    try:
+        async with services.database.transaction() as session:
+            row = await session.get(Member, member.id)
+            assert row is not None
+            await request_closing_payout(
+                session, row, services.settings.currency, services.clock.now()
+            )
+    except AccountError as error:
+        return await _delete_page(request, member, status=400, error=sentence(error))
+    raise web.HTTPSeeOther("/settings/delete?msg=closing-payout")
+
+
+@routes.post("/settings/delete")
+async def delete(request: web.Request) -> web.StreamResponse:
+    member = await require_member(request)
+    services = request.app[SERVICES]
+    form = await request.post()
+    if form.get("confirm") != "yes":
+        return await _delete_page(
+            request,
+            member,
+            status=400,
+            error="Tick the box to confirm that you want to delete your account.",
+        )
+    try:
+        async with services.database.transaction() as session:
+            row = await session.get(Member, member.id)
+            assert row is not None
+            await delete_account(
+                session,
+                services.urls,
+                row,
+                password=_text(form, "password", 1024),
+                currency=services.settings.currency,
+                now=services.clock.now(),
+            )
+    except AccountError as error:
+        return await _delete_page(request, member, status=400, error=sentence(error))
+    log_out(request)
+    raise web.HTTPSeeOther("/?msg=account-deleted")

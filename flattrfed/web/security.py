@@ -13,6 +13,10 @@ The CSRF token of a session is an HMAC of its random id. Every state-changing re
 PUT, PATCH, DELETE) to a web route must carry it in the form field `csrf_token`; the middleware
 refuses it with 403 otherwise. ActivityPub inboxes are exempt: they are authenticated by HTTP
 signatures, not by cookies.
+
+Failed log-ins are counted per (client address, username). The client address is the peer's,
+or, when the peer is a proxy listed in FLATTRFED_TRUSTED_PROXIES, the one it forwarded in
+X-Forwarded-For; the header of anyone else is ignored, since a visitor can write anything there.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -30,6 +36,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
+from flattrfed.config import Network
 from flattrfed.context import SERVICES, Services
 from flattrfed.db.models import Member
 
@@ -46,6 +53,8 @@ CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class LoginLimiter:
@@ -239,8 +248,48 @@ async def require_member(request: web.Request) -> Member:
     return member
 
 
+def _address(text: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    # A dual-stack socket shows an IPv4 peer as ::ffff:a.b.c.d; the IPv4 networks must match it.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def forwarded_client(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The visitor's address, given the peer's, the X-Forwarded-For headers and trusted proxies.
+
+    Only a trusted peer's header counts. Each proxy appends the address it got the request
+    from, so walking from the right, past the trusted proxies, the first other address is the
+    last one a trusted proxy vouched for; everything left of it the visitor may have forged.
+    """
+    peer_address = _address(peer)
+    if peer_address is None or not any(peer_address in network for network in trusted):
+        return peer
+    entries = [entry for entry in ",".join(forwarded_for).split(",") if entry.strip()]
+    if not entries:
+        return peer
+    hop = peer_address
+    for entry in reversed(entries):
+        address = _address(entry)
+        if address is None:
+            return peer  # a proxy we trust wrote nonsense: use what we know for sure
+        hop = address
+        if not any(address in network for network in trusted):
+            return str(address)
+    return str(hop)  # proxies all the way: the furthest one named
+
+
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The visitor's address, for rate limits: the peer's, or what a trusted proxy forwarded."""
+    peer = request.remote or "unknown"
+    trusted = request.app[SERVICES].settings.trusted_proxies
+    if not trusted:
+        return peer
+    return forwarded_client(peer, request.headers.getall("X-Forwarded-For", []), trusted)
 
 
 def _csrf_exempt(request: web.Request) -> bool:
@@ -272,7 +321,9 @@ def _finish(request: web.Request, response: web.StreamResponse) -> None:
     content_type = response.headers.get("Content-Type", "")
     if content_type.startswith("text/html"):
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Frame-Options", "DENY")
+        if "frame-ancestors *" not in response.headers["Content-Security-Policy"]:
+            # Only a handler that chose to be embedded (the Flattr widget) may be framed.
+            response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if session is not None:

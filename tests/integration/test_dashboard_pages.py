@@ -8,26 +8,18 @@ the dashboard). The page is fetched over real HTTP, logged in like a browser.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import event, insert
 
 from flattrfed.db.models import Flattr, Member
 from flattrfed.flattring.dashboard import PER_PAGE
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import Visitor, Visitors, visitors_of
+from tests.integration.test_web_support import Visitor, Visitors
 
 THIS_MONTH = "2026-11"
 NOW = datetime(2026, 11, 15, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
 
 
 def _rows(donor: int, period: str, count: int, status: str, tag: str) -> list[dict[str, Any]]:

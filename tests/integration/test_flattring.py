@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import select
 
@@ -14,17 +12,6 @@ from flattrfed.flattring.resolve import CannotFlattr, resolve_target
 from flattrfed.periods import Period
 from tests.fakes.plain import PlainServer
 from tests.harness.instances import Federation, Instance
-
-
-@pytest.fixture
-async def plain(federation: Federation) -> AsyncIterator[PlainServer]:
-    server = PlainServer()
-    await server.start("plain.test")
-    federation.resolver.add("plain.test")
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def donor_with_budget(instance: Instance, name: str, budget_minor: int = 1000) -> Member:

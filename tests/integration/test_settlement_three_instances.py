@@ -51,17 +51,6 @@ GRACE = timedelta(hours=24)
 
 
 @pytest.fixture
-async def plain(federation: Federation) -> AsyncIterator[PlainServer]:
-    server = PlainServer()
-    await server.start("plain.test")
-    federation.resolver.add("plain.test")
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture
 async def mastodon(federation: Federation) -> AsyncIterator[FakeMastodon]:
     fake = FakeMastodon(federation)
     await fake.start()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import delete, func, select, update
 
 from flattrfed.activitypub.actors import ensure_instance_actor
@@ -32,7 +30,7 @@ from flattrfed.flattring.policy import current_policy
 from flattrfed.settlement import ledger
 from flattrfed.settlement import statements as st
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import Visitor, Visitors, visitors_of
+from tests.integration.test_web_support import Visitor, Visitors
 
 NOVEMBER = select(Settlement).where(Settlement.period == "2026-11")
 NOVEMBER_STATE = select(Settlement.state).where(Settlement.period == "2026-11")
@@ -74,12 +72,6 @@ ADMIN_FORMS: list[tuple[str, dict[str, str]]] = [
     ("/admin/settlements/1/paid", {"bank_reference": "X"}),
     ("/admin/settlements/1/confirm", {}),
 ]
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
 
 
 async def admin_of(instance: Instance, visitors: Visitors, name: str = "root") -> Visitor:

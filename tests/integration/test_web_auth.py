@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from flattrfed.db.models import Member
@@ -14,13 +12,7 @@ from flattrfed.flattring.members import create_invite
 from flattrfed.flattring.policy import update_policy
 from flattrfed.web.security import COOKIE_NAME
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import PASSWORD, Visitors, visitors_of
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
+from tests.integration.test_web_support import PASSWORD, Visitors
 
 
 async def set_registration(instance: Instance, mode: str) -> None:

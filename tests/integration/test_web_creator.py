@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import select
 
 from flattrfed.activitypub.interactions import follow
@@ -17,15 +14,9 @@ from flattrfed.db.models import (
     WorkItem,
 )
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import Visitors, visitors_of
+from tests.integration.test_web_support import Visitors
 
 AP = {"Accept": "application/activity+json"}
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
 
 
 def thing_form(**changes: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,26 +27,9 @@ from flattrfed.settlement import ledger
 from flattrfed.settlement.checks import check_ledger
 from tests.fakes.plain import PlainServer
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import PASSWORD, Visitors, visitors_of
+from tests.integration.test_web_support import PASSWORD, Visitors
 
 AP = {"Accept": "application/activity+json"}
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
-
-
-@pytest.fixture
-async def plain(federation: Federation) -> AsyncIterator[PlainServer]:
-    server = PlainServer()
-    await server.start("plain.test")
-    federation.resolver.add("plain.test")
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 @dataclass

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from sqlalchemy import select
 
 from flattrfed.activitypub.outbox import publish_post
 from flattrfed.db.models import Flattr, Member, Thing
 from tests.fakes.plain import PlainServer
 from tests.harness.instances import Federation
-from tests.integration.test_web_support import Visitors, visitors_of
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
-
-
-@pytest.fixture
-async def plain(federation: Federation) -> AsyncIterator[PlainServer]:
-    server = PlainServer()
-    await server.start("plain.test")
-    federation.resolver.add("plain.test")
-    try:
-        yield server
-    finally:
-        await server.close()
+from tests.integration.test_web_support import Visitors
 
 
 def figure(text: str, name: str) -> str:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
-
-import pytest
 
 from flattrfed.activitypub.outbox import publish_post
 from flattrfed.db.models import Member, Thing
 from flattrfed.flattring.policy import update_policy
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import Visitors, visitors_of
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
+from tests.integration.test_web_support import Visitors
 
 
 def figure(text: str, name: str) -> str:

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import select
 
 from flattrfed.db.models import IdentityClaim, Member
 from tests.fakes.plain import PlainServer
 from tests.harness.instances import Federation
-from tests.integration.test_web_support import Visitors, visitors_of
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
-
-
-@pytest.fixture
-async def plain(federation: Federation) -> AsyncIterator[PlainServer]:
-    server = PlainServer()
-    await server.start("plain.test")
-    federation.resolver.add("plain.test")
-    try:
-        yield server
-    finally:
-        await server.close()
+from tests.integration.test_web_support import Visitors
 
 
 async def test_the_profile_shows_on_the_public_page(

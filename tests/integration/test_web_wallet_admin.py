@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import func, select
 
 from flattrfed.db.models import DepositRequest, Flattr, Member, PayoutRequest, Settlement
 from flattrfed.flattring.wallets import reference_is_well_formed
 from flattrfed.settlement import ledger
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import Visitors, visitors_of
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
+from tests.integration.test_web_support import Visitors
 
 
 def figure(text: str, name: str) -> str:

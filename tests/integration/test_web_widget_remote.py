@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from urllib.parse import quote, unquote
 
 import pytest
 
 from tests.fakes.plain import PlainServer
 from tests.harness.instances import Federation, Instance
-from tests.integration.test_web_support import Visitors, visitors_of
-
-
-@pytest.fixture
-async def visitors(federation: Federation) -> AsyncIterator[Visitors]:
-    async for made in visitors_of(federation):
-        yield made
-
-
-@pytest.fixture
-async def plain(federation: Federation) -> AsyncIterator[PlainServer]:
-    server = PlainServer()
-    await server.start("plain.test")
-    federation.resolver.add("plain.test")
-    try:
-        yield server
-    finally:
-        await server.close()
+from tests.integration.test_web_support import Visitors
 
 
 def figure(text: str, name: str) -> str:

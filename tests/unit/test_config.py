@@ -55,6 +55,22 @@ def test_allowed_private_addresses_parse_as_networks(tmp_path: Path) -> None:
     )
 
 
+def test_trusted_proxies_default_to_none_and_parse_as_networks(tmp_path: Path) -> None:
+    assert load_settings(base_env(tmp_path)).trusted_proxies == ()
+    env = base_env(tmp_path, FLATTRFED_TRUSTED_PROXIES=" 127.0.0.1/32, ::1/128 ,")
+    assert load_settings(env).trusted_proxies == (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    config = tmp_path / "flattrfed.toml"
+    config.write_text('trusted_proxies = ["10.0.0.0/8", "192.0.2.1/32"]\n')
+    from_file = load_settings(base_env(tmp_path, FLATTRFED_CONFIG=str(config)))
+    assert from_file.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+    )
+
+
 def test_toml_file_is_read_and_environment_overrides_it(tmp_path: Path) -> None:
     config = tmp_path / "flattrfed.toml"
     config.write_text(
@@ -77,6 +93,10 @@ def test_toml_file_is_read_and_environment_overrides_it(tmp_path: Path) -> None:
         ("FLATTRFED_BASE_URL", "flattr.example", "absolute URL"),
         ("FLATTRFED_BASE_URL", "https://flattr.example/sub/path", "no path"),
         ("FLATTRFED_ALLOWED_PRIVATE_ADDRESSES", "10.0.0.1/8", "CIDRs"),
+        ("FLATTRFED_TRUSTED_PROXIES", "127.0.0.1/8", "CIDRs such as 127.0.0.1/32"),
+        ("FLATTRFED_TRUSTED_PROXIES", "127.0.0.1/32;10.0.0.0/8", "CIDRs such as 127.0.0.1/32"),
+        ("FLATTRFED_TRUSTED_PROXIES", "proxy.example", "CIDRs such as 127.0.0.1/32"),
+        ("FLATTRFED_TRUSTED_PROXIES", "::1/129", "CIDRs such as 127.0.0.1/32"),
         ("FLATTRFED_ALLOW_HTTP", "maybe", "1 or 0"),
         ("FLATTRFED_DATABASE_URL", "mysql://x", "postgresql+asyncpg"),
         ("FLATTRFED_SECRET_KEY", "short", "at least 32"),
@@ -119,6 +139,7 @@ def test_unknown_setting_in_toml_file_is_named(tmp_path: Path) -> None:
         ("FLATTRFED_CURRENCY", "XYZ"),
         ("FLATTRFED_BASE_URL", "ftp://x"),
         ("FLATTRFED_ALLOWED_PRIVATE_ADDRESSES", "not-a-network"),
+        ("FLATTRFED_TRUSTED_PROXIES", "10.0.0.0/33"),
     ],
 )
 def test_command_line_prints_one_line_and_no_traceback(
@@ -152,5 +173,6 @@ def test_settings_table_lists_every_operator_variable() -> None:
         "FLATTRFED_CURRENCY",
         "FLATTRFED_FEE_BP",
         "FLATTRFED_ALLOWED_PRIVATE_ADDRESSES",
+        "FLATTRFED_TRUSTED_PROXIES",
     ]:
         assert f"`{name}`" in table
