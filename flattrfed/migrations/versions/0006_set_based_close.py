@@ -1,7 +1,7 @@
 """set based close: shares indexed by (run, donor) for the chunked close
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0004
 Create Date: 2026-12-02 09:20:00
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
