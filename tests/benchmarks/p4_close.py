@@ -529,8 +529,9 @@ def _rows(
                 scale=scale,
                 notes=[
                     f"cost per flattr {', '.join(f'{c:,.0f} us' for c in per_flattr_us)} at "
-                    f"{measured} flattrs (the 1 M : 3 M : 10 M steps, scaled down; a fixed "
-                    "start-up cost weighs more on the smaller sizes)",
+                    f"{measured} flattrs (the 1 M : 3 M : 10 M steps"
+                    + (", scaled down" if scaled_down else "")
+                    + "; a fixed start-up cost weighs more on the smaller sizes)",
                     "peak RSS "
                     + ", ".join(f"{p['close_peak_rss_mib']:.0f}" for p in points)
                     + " MiB",
