@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 MAX_URI_LENGTH = 2048
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -21,7 +23,7 @@ def origin_of(uri: str, *, allow_http: bool = False) -> str:
     """
     if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH:
         raise BadUri("not a URI string of acceptable length")
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in uri):
+    if _SPACE_OR_CONTROL.search(uri):
         raise BadUri("whitespace or control characters in URI")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()

@@ -714,12 +714,54 @@ def _parse_cavage(request: _Request) -> ParsedSignature:
     )
 
 
+# One parameter of the common shape, with its separator: quoted values without escapes, or
+# tokens. Headers of that shape are parsed with it (the character-by-character parser below
+# costs about 0.4 ms a header, most of the inbox's own time); anything else goes to the full
+# parser, which accepts a superset and gives the precise error.
+_PLAIN_PARAM: Final = re.compile(
+    r"[ \t]*([A-Za-z0-9_-]+)="
+    r'(?:"([\t\x20\x21\x23-\x5b\x5d-\x7e]*)"|'
+    r"([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}))"
+    r"[ \t]*(,|\Z)"
+)
+
+
 def _parse_cavage_params(raw: str) -> dict[str, str]:
     """`name="quoted",name=token` with quoted-pair escapes; duplicates refused."""
     if len(raw) > MAX_SIGNATURE_HEADER_CHARS:
         raise SignatureError("malformed", "Signature header too long")
     if not raw.isascii():
         raise SignatureError("malformed", "Signature header is not ASCII")
+    plain = _parse_plain_params(raw)
+    return plain if plain is not None else _parse_params_fully(raw)
+
+
+def _add_param(params: dict[str, str], name: str, value: str) -> None:
+    if name in params:
+        # Two keyIds or two signatures: which one would the key fetcher and the verifier
+        # each pick? Refuse rather than find out.
+        raise SignatureError("malformed", "duplicate Signature parameter")
+    params[name] = value
+    if len(params) > MAX_PARAMS:
+        raise SignatureError("malformed", "too many Signature parameters")
+
+
+def _parse_plain_params(raw: str) -> dict[str, str] | None:
+    """The parameters of a header made only of plain parameters, else None."""
+    params: dict[str, str] = {}
+    position, end = 0, len(raw)
+    while True:
+        match = _PLAIN_PARAM.match(raw, position)
+        if match is None:
+            return None
+        name, quoted, token, separator = match.groups()
+        _add_param(params, name, quoted if quoted is not None else token)
+        position = match.end()
+        if not separator:
+            return params if position == end else None
+
+
+def _parse_params_fully(raw: str) -> dict[str, str]:
     params: dict[str, str] = {}
     i, n = 0, len(raw)
     while True:
@@ -759,13 +801,7 @@ def _parse_cavage_params(raw: str) -> dict[str, str]:
             value = raw[start:i]
             if _TOKEN.fullmatch(value) is None:
                 raise SignatureError("malformed", "bad unquoted value in Signature header")
-        if name in params:
-            # Two keyIds or two signatures: which one would the key fetcher and the verifier
-            # each pick? Refuse rather than find out.
-            raise SignatureError("malformed", "duplicate Signature parameter")
-        params[name] = value
-        if len(params) > MAX_PARAMS:
-            raise SignatureError("malformed", "too many Signature parameters")
+        _add_param(params, name, value)
         while i < n and raw[i] in " \t":
             i += 1
         if i == n:

@@ -1315,3 +1315,57 @@ def test_mutated_signatures_only_raise_signature_error(
 def test_garbage_pem_only_raises_signature_error(pem: str) -> None:
     with contextlib.suppress(SignatureError):
         load_public_key_pem(pem)
+
+
+# --- the fast parser of plain Signature headers agrees with the full one --------------------
+
+_HEADER_PIECES = st.sampled_from(
+    [
+        'keyId="https://a.example/u#k"',
+        "algorithm=hs2019",
+        'headers="(request-target) host date"',
+        'signature="YWJj+/=="',
+        "a=b",
+        'x="q\\"uote"',
+        'x="tab\tin"',
+        "=",
+        ",",
+        ", ",
+        " ",
+        "\t",
+        '"',
+        "\\",
+        "\x01",
+        "k=" + "t" * 33,
+        "keyId=",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_HEADER_PIECES, max_size=8).map("".join))
+def test_plain_header_parser_gives_what_the_full_parser_gives(raw: str) -> None:
+    from flattrfed.activitypub import signatures as module
+
+    try:
+        full: dict[str, str] | str = module._parse_params_fully(raw)
+    except SignatureError as error:
+        full = f"error: {error}"
+    try:
+        plain = module._parse_plain_params(raw)
+    except SignatureError as error:  # duplicates and too many parameters: the same errors
+        assert full == f"error: {error}"
+        return
+    if plain is not None:
+        assert plain == full
+
+
+def test_plain_headers_take_the_fast_path() -> None:
+    from flattrfed.activitypub import signatures as module
+
+    raw = (
+        'keyId="https://a.example/users/ann#main-key",algorithm="rsa-sha256", '
+        'headers="(request-target) host date digest",signature="YWJjZA=="'
+    )
+    assert module._parse_plain_params(raw) == module._parse_params_fully(raw)
+    assert module._parse_plain_params('keyId="a\\"b"') is None  # escapes: the full parser
